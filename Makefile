@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh machine: `make profile` and `make test`.
+# Each creates .venv and installs the project on first use; the stamp file makes that idle later.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PORT   ?= 8000
+
+.PHONY: help profile test serve lint typecheck clean
+
+help:
+	@echo "make profile    profile the target app under load (the main job)"
+	@echo "make test       run the test suite"
+	@echo "make serve      run the target app on 127.0.0.1:$(PORT) (with its upstream stub)"
+	@echo "make lint       ruff"
+	@echo "make typecheck  mypy --strict on loadlab/ and target_app/"
+	@echo "make clean      remove .venv, caches and generated data (keeps profiles/)"
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loadlab needs Python 3.11 or newer; set PYTHON=python3.11 (or newer)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+profile: $(STAMP)
+	$(BIN)/python -m loadlab.profile_placeholder
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+serve: $(STAMP)
+	$(BIN)/python -m target_app --port $(PORT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,518 @@
+"""Watch an ASGI app's event loop and threadpool from inside the process.
+
+Four pieces, bundled by :class:`Instrumentation` and attached to any ASGI app by
+:func:`instrument` without changes to the app's code:
+
+- :class:`LoopLagProbe` — a task that asks to wake every ``interval`` seconds and records how late
+  it woke. Its heartbeat is also what the stall watchdog watches.
+- :class:`ThreadpoolGauge` — AnyIO's default limiter: borrowed and total tokens, tasks waiting.
+- :class:`InflightTracker` — requests being served right now, per route.
+- :class:`StallWatchdog` — a thread that notices when the loop has not run the heartbeat for
+  ``stall_ms``, takes the loop thread's stack and records which application function held it.
+
+The debug endpoints (``/metrics``, ``/debug/loop``, ``/debug/stalls``) are served under a prefix
+by :class:`InstrumentedApp`, before the wrapped app's routing, so they answer even while the app's
+own routes are busy (as long as the loop itself is free).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import sysconfig
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import asdict, dataclass, field
+from types import CodeType, FrameType
+from typing import Any
+
+import anyio.to_thread
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+DEFAULT_STALL_MS = 100.0
+HEARTBEAT_INTERVAL_S = 0.010
+LAG_WINDOW_S = 10.0
+MAX_STALLS = 100
+
+
+def _library_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    roots.add(os.path.dirname(os.path.abspath(__file__)))  # loadlab itself is never the culprit
+    return tuple(os.path.join(os.path.abspath(r), "") for r in roots)
+
+
+_LIBRARY_ROOTS = _library_roots()
+
+
+def is_application_file(filename: str) -> bool:
+    """True when ``filename`` is the user's code: not the stdlib, site-packages, or loadlab."""
+    if not filename or filename.startswith("<"):
+        return False
+    return not os.path.abspath(filename).startswith(_LIBRARY_ROOTS)
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    function: str
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.function} ({self.file}:{self.line})"
+
+
+_ASYNCIO_DIR = os.path.join(os.path.dirname(os.path.abspath(asyncio.__file__)), "")
+
+
+def application_frames(frame: FrameType | None) -> list[FrameInfo]:
+    """The application frames of the callback the loop is running, innermost first.
+
+    The walk ends at the event loop itself (the first ``asyncio`` frame outside the callback), so
+    whatever started the loop — ``main()``, a launcher script — is not mistaken for a culprit.
+    """
+    out: list[FrameInfo] = []
+    inside_callback = False
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if filename.startswith(_ASYNCIO_DIR):
+            if inside_callback:
+                break
+        else:
+            inside_callback = True
+            if is_application_file(filename):
+                out.append(FrameInfo(frame.f_code.co_name, filename, frame.f_lineno))
+        frame = frame.f_back
+    return out
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+class LoopLagProbe:
+    """Wakes every ``interval`` seconds on the loop and records how late each wake-up was.
+
+    A healthy loop wakes within a fraction of a millisecond; a loop blocked for 200 ms shows one
+    sample of ~200 ms. ``last_beat`` (monotonic seconds) is the heartbeat the watchdog reads.
+    """
+
+    def __init__(self, interval: float = HEARTBEAT_INTERVAL_S, window_s: float = LAG_WINDOW_S):
+        self.interval = interval
+        self.window_s = window_s
+        self._samples: deque[tuple[float, float]] = deque(maxlen=int(window_s / interval) * 2)
+        self.last_beat = time.monotonic()
+        self.histogram: Histogram | None = None
+
+    async def run(self) -> None:
+        sleep, now = asyncio.sleep, time.monotonic
+        while True:
+            before = now()
+            await sleep(self.interval)
+            after = now()
+            lag = max(0.0, after - before - self.interval)
+            self.last_beat = after
+            self._samples.append((after, lag))
+            if self.histogram is not None:
+                self.histogram.observe(lag)
+
+    def snapshot(self) -> dict[str, float]:
+        horizon = time.monotonic() - self.window_s
+        lags = sorted(lag for t, lag in list(self._samples) if t >= horizon)
+        return {
+            "p50": round(_percentile(lags, 0.50) * 1000, 3),
+            "p99": round(_percentile(lags, 0.99) * 1000, 3),
+            "max": round((lags[-1] if lags else 0.0) * 1000, 3),
+            "samples": len(lags),
+            "window_s": self.window_s,
+        }
+
+
+class ThreadpoolGauge:
+    """AnyIO's default thread limiter, the one FastAPI's ``def`` routes and dependencies share.
+
+    Read it on the event loop thread only: the limiter belongs to the running loop.
+    """
+
+    def snapshot(self) -> dict[str, int]:
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        return {
+            "borrowed": int(limiter.borrowed_tokens),
+            "total": int(limiter.total_tokens),
+            "waiting": int(limiter.statistics().tasks_waiting),
+        }
+
+
+class InflightTracker:
+    """Requests in flight, grouped by route template once the app's router has matched them."""
+
+    def __init__(self) -> None:
+        self._scopes: dict[int, Scope] = {}
+
+    def enter(self, scope: Scope) -> None:
+        self._scopes[id(scope)] = scope
+
+    def exit(self, scope: Scope) -> None:
+        self._scopes.pop(id(scope), None)
+
+    def snapshot(self) -> dict[str, Any]:
+        by_route: dict[str, int] = {}
+        for scope in list(self._scopes.values()):
+            key = route_of(scope)
+            by_route[key] = by_route.get(key, 0) + 1
+        return {"total": sum(by_route.values()), "by_route": dict(sorted(by_route.items()))}
+
+
+def route_of(scope: Scope) -> str:
+    """The route template Starlette/FastAPI matched (``scope["route"]``), else the raw path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else str(scope.get("path", "?"))
+
+
+@dataclass(frozen=True)
+class Stall:
+    """One stretch of time in which the event loop did not run its heartbeat."""
+
+    started_at: float  # wall-clock seconds since the epoch
+    duration_ms: float
+    function: str | None
+    file: str | None
+    line: int | None
+    route: str | None
+    stack: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class StallWatchdog:
+    """A daemon thread that catches the event loop blocked, and names the function blocking it.
+
+    Every ``poll`` seconds it compares the probe's heartbeat with the clock. When the loop has not
+    beaten for ``stall_ms``, the loop thread is still inside the culprit, so its stack (from
+    ``sys._current_frames()``) names it: the innermost application frame, plus the route being
+    served. The stall's ``duration_ms`` is the whole gap between two heartbeats, recorded once the
+    loop beats again (so it is an upper bound of the blocking call by at most one interval).
+    """
+
+    def __init__(
+        self,
+        probe: LoopLagProbe,
+        loop: asyncio.AbstractEventLoop,
+        loop_thread_id: int,
+        stall_ms: float = DEFAULT_STALL_MS,
+        route_for_task: Callable[[asyncio.Task[Any]], str | None] | None = None,
+        route_for_code: Callable[[CodeType], str | None] | None = None,
+        on_stall: Callable[[Stall], None] | None = None,
+    ) -> None:
+        self.probe = probe
+        self.loop = loop
+        self.loop_thread_id = loop_thread_id
+        self.stall_s = stall_ms / 1000.0
+        self.poll_s = min(0.010, self.stall_s / 4)
+        self._route_for_task = route_for_task
+        self._route_for_code = route_for_code
+        self._on_stall = on_stall
+        self.stalls: deque[Stall] = deque(maxlen=MAX_STALLS)
+        self.total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loadlab-stall-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=1.0)
+
+    def _capture(self) -> tuple[list[FrameInfo], str | None]:
+        frame = sys._current_frames().get(self.loop_thread_id)
+        frames = application_frames(frame)
+        route: str | None = None
+        if self._route_for_task is not None:
+            try:
+                task = asyncio.current_task(self.loop)
+            except RuntimeError:
+                task = None
+            if task is not None:
+                route = self._route_for_task(task)
+        if route is None and self._route_for_code is not None:
+            while frame is not None and route is None:
+                route = self._route_for_code(frame.f_code)
+                frame = frame.f_back
+        return frames, route
+
+    def _run(self) -> None:
+        captured: tuple[list[FrameInfo], str | None] | None = None
+        stalled_since = 0.0
+        while not self._stop.wait(self.poll_s):
+            beat = self.probe.last_beat
+            gap = time.monotonic() - beat
+            if captured is None:
+                if gap >= self.stall_s:
+                    captured = self._capture()
+                    stalled_since = beat
+            elif beat != stalled_since:
+                self._record(captured, duration_s=beat - stalled_since, since=stalled_since)
+                captured = None
+
+    def _record(self, captured: tuple[list[FrameInfo], str | None], duration_s: float, since: float) -> None:
+        frames, route = captured
+        culprit = frames[0] if frames else None
+        stall = Stall(
+            started_at=round(time.time() - (time.monotonic() - since), 3),
+            duration_ms=round(duration_s * 1000, 1),
+            function=culprit.function if culprit else None,
+            file=culprit.file if culprit else None,
+            line=culprit.line if culprit else None,
+            route=route,
+            stack=[str(f) for f in frames],
+        )
+        self.stalls.appendleft(stall)
+        self.total += 1
+        if self._on_stall is not None:
+            self._on_stall(stall)
+
+    def recent(self) -> list[dict[str, Any]]:
+        """The last stalls, newest first."""
+        return [s.to_dict() for s in list(self.stalls)]
+
+
+class _GaugeCollector(Collector):
+    """Reads the live state at scrape time, so nothing is stored twice."""
+
+    def __init__(self, instrumentation: Instrumentation) -> None:
+        self._inst = instrumentation
+
+    def describe(self) -> list[Metric]:
+        return []  # the values can only be read on the event loop, not at registration
+
+    def collect(self) -> Iterator[Metric]:
+        pool = self._inst.threadpool.snapshot()
+        for name, key, doc in (
+            ("loadlab_threadpool_borrowed_tokens", "borrowed", "AnyIO worker threads in use"),
+            ("loadlab_threadpool_total_tokens", "total", "AnyIO default limiter size"),
+            ("loadlab_threadpool_waiting_tasks", "waiting", "Tasks waiting for a worker thread"),
+        ):
+            yield GaugeMetricFamily(name, doc, value=pool[key])
+        inflight = GaugeMetricFamily("loadlab_inflight_requests", "Requests in flight", labels=["route"])
+        for route, n in self._inst.inflight.snapshot()["by_route"].items():
+            inflight.add_metric([route], n)
+        yield inflight
+        watchdog = self._inst.watchdog
+        yield CounterMetricFamily(
+            "loadlab_loop_stalls",
+            "Event-loop stalls longer than the threshold",
+            value=watchdog.total if watchdog else 0,
+        )
+
+
+class Instrumentation:
+    """Everything loadlab watches inside one server process. Start it on the event loop."""
+
+    def __init__(self, stall_ms: float = DEFAULT_STALL_MS) -> None:
+        self.stall_ms = stall_ms
+        self.probe = LoopLagProbe()
+        self.threadpool = ThreadpoolGauge()
+        self.inflight = InflightTracker()
+        self.watchdog: StallWatchdog | None = None
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.probe.histogram = Histogram(
+            "loadlab_loop_lag_seconds",
+            "How late the event loop ran a 10 ms timer",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+        self._stall_hist = Histogram(
+            "loadlab_loop_stall_seconds",
+            "Duration of event-loop stalls",
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=self.registry,
+        )
+        self.registry.register(_GaugeCollector(self))
+        self._task: asyncio.Task[None] | None = None
+        self._task_routes: dict[asyncio.Task[Any], Scope] = {}
+        self._code_routes: dict[CodeType, str] = {}
+        self._started_at = time.monotonic()
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
+    def start(self, app: Any = None) -> None:
+        """Start the probe and the watchdog on the running loop (idempotent)."""
+        if self._task is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._code_routes = _endpoint_codes(app)
+        self._task = loop.create_task(self.probe.run(), name="loadlab-loop-lag-probe")
+        self.watchdog = StallWatchdog(
+            self.probe,
+            loop,
+            threading.get_ident(),
+            self.stall_ms,
+            route_for_task=self._route_for_task,
+            route_for_code=self._code_routes.get,
+            on_stall=lambda s: self._stall_hist.observe(s.duration_ms / 1000),
+        )
+        self.watchdog.start()
+
+    async def stop(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def request_started(self, scope: Scope) -> None:
+        self.inflight.enter(scope)
+        task = asyncio.current_task()
+        if task is not None:
+            self._task_routes[task] = scope
+
+    def request_finished(self, scope: Scope) -> None:
+        self.inflight.exit(scope)
+        task = asyncio.current_task()
+        if task is not None:
+            self._task_routes.pop(task, None)
+
+    def _route_for_task(self, task: asyncio.Task[Any]) -> str | None:
+        scope = self._task_routes.get(task)
+        return route_of(scope) if scope is not None else None
+
+    def loop_snapshot(self) -> dict[str, Any]:
+        return {
+            "lag_ms": self.probe.snapshot(),
+            "threadpool": self.threadpool.snapshot(),
+            "inflight": self.inflight.snapshot(),
+            "stalls_total": self.watchdog.total if self.watchdog else 0,
+            "stall_ms": self.stall_ms,
+            "uptime_s": round(time.monotonic() - self._started_at, 3),
+            "pid": os.getpid(),
+        }
+
+    def metrics_text(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _endpoint_codes(app: Any) -> dict[CodeType, str]:
+    """Map each route endpoint's code object to its path, for apps with Starlette-style routes.
+
+    The watchdog uses it when the blocked task is not the request's own task (for example a
+    streaming body run in a task group): a handler frame on the stack still names the route.
+    """
+    out: dict[CodeType, str] = {}
+    seen: set[int] = set()
+    while app is not None and id(app) not in seen:
+        seen.add(id(app))
+        routes = getattr(app, "routes", None)
+        if routes is not None:
+            for route in routes:
+                code = getattr(getattr(route, "endpoint", None), "__code__", None)
+                path = getattr(route, "path", None)
+                if isinstance(code, CodeType) and isinstance(path, str):
+                    out[code] = path
+            break
+        app = getattr(app, "app", None)  # unwrap middleware
+    return out
+
+
+class InstrumentedApp:
+    """An ASGI wrapper that adds loadlab's instrumentation and debug endpoints to any ASGI app.
+
+    The debug endpoints live under ``prefix`` (``""`` for the target app, which owns its URL space;
+    a prefix that cannot clash, such as ``/__loadlab__``, for a user's app).
+    """
+
+    def __init__(self, app: ASGIApp, stall_ms: float = DEFAULT_STALL_MS, prefix: str = "") -> None:
+        self.app = app
+        self.prefix = prefix.rstrip("/")
+        self.instrumentation = Instrumentation(stall_ms=stall_ms)
+        self._routes: dict[str, Callable[[], tuple[bytes, bytes]]] = {
+            f"{self.prefix}/metrics": lambda: (
+                b"text/plain; version=0.0.4; charset=utf-8",
+                self.instrumentation.metrics_text(),
+            ),
+            f"{self.prefix}/debug/loop": lambda: _json(self.instrumentation.loop_snapshot()),
+            f"{self.prefix}/debug/stalls": lambda: _json(
+                {"stalls": self.instrumentation.watchdog.recent() if self.instrumentation.watchdog else []}
+            ),
+        }
+
+    def __getattr__(self, name: str) -> Any:
+        # Let tools that inspect the app (e.g. ``app.routes``, ``app.openapi()``) see through us.
+        if name == "app":
+            raise AttributeError(name)
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        inst = self.instrumentation
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), send)
+            return
+        if not inst.started:  # the server may run with --lifespan off
+            inst.start(self.app)
+        if kind != "http":
+            await self.app(scope, receive, send)
+            return
+        handler = self._routes.get(scope["path"])
+        if handler is not None:
+            content_type, body = handler()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", content_type), (b"cache-control", b"no-store")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        inst.request_started(scope)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            inst.request_finished(scope)
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        inst = self.instrumentation
+
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                inst.start(self.app)
+            elif message["type"] == "lifespan.shutdown":
+                await inst.stop()
+            return message
+
+        return wrapped
+
+
+def _json(data: Any) -> tuple[bytes, bytes]:
+    return b"application/json", json.dumps(data).encode()
+
+
+def instrument(app: ASGIApp, stall_ms: float = DEFAULT_STALL_MS, prefix: str = "") -> InstrumentedApp:
+    """Wrap ``app`` with the loop-lag probe, threadpool gauge, in-flight counter and stall watchdog."""
+    return InstrumentedApp(app, stall_ms=stall_ms, prefix=prefix)

@@ -1,0 +1,221 @@
+"""Child processes as context managers: whatever happens, they are stopped on the way out.
+
+Stopping is a ladder — SIGINT, then SIGTERM, then SIGKILL, each with a timeout — followed by a
+check, by PID, that none of the process's descendants (uvicorn workers, say) is left; any that is
+gets killed and is listed in :attr:`ManagedProcess.leftovers` so a run can record it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+import psutil
+
+LOOPBACK = "127.0.0.1"
+STOP_LADDER: tuple[tuple[signal.Signals, float], ...] = (
+    (signal.SIGINT, 8.0),
+    (signal.SIGTERM, 4.0),
+    (signal.SIGKILL, 2.0),
+)
+
+
+class ProcessError(RuntimeError):
+    """A child process failed to start or died; the message ends with its last log lines."""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that is free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Linux only: the kernel sends SIGTERM to the child if we die, even by SIGKILL, so a crash
+    # of the harness cannot leave a server running. Best effort elsewhere.
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class ManagedProcess:
+    """A child process owned by a ``with`` block. Its stdout and stderr go to ``log_path``.
+
+    The child runs in its own session, so a Ctrl-C on the terminal reaches only the harness, which
+    then stops its children in the order it chooses.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        log_path: str | Path | None = None,
+        stop_ladder: Sequence[tuple[signal.Signals, float]] = STOP_LADDER,
+    ) -> None:
+        self.argv = list(argv)
+        self.name = name
+        self.env = dict(os.environ if env is None else env)
+        self.cwd = cwd
+        self._own_log = log_path is None
+        self.log_path = (
+            Path(log_path) if log_path else Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
+        )
+        self.stop_ladder = tuple(stop_ladder)
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.returncode: int | None = None
+        self.leftovers: list[int] = []
+        self._descendants: dict[int, psutil.Process] = {}
+
+    @property
+    def pid(self) -> int:
+        if self.popen is None:
+            raise ProcessError(f"{self.name} was not started")
+        return self.popen.pid
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            try:
+                self.popen = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    cwd=self.cwd,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                )
+            except OSError as exc:
+                raise ProcessError(f"could not start {self.name} ({self.argv[0]}): {exc}") from exc
+        return self
+
+    def poll(self) -> int | None:
+        return None if self.popen is None else self.popen.poll()
+
+    def tail(self, lines: int = 15) -> str:
+        """The last lines the process wrote, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.rstrip().splitlines()[-lines:])
+
+    def remember_descendants(self) -> None:
+        """Note the process's current descendants, so :meth:`stop` can check none outlives it."""
+        if self.popen is None:
+            return
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(self.popen.pid).children(recursive=True):
+                self._descendants.setdefault(child.pid, child)
+
+    def stop(self) -> int | None:
+        """Stop the process with the signal ladder; kill any descendant left behind."""
+        if self.popen is None:
+            return None
+        self.remember_descendants()
+        for sig, timeout in self.stop_ladder:
+            if self.popen.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout)
+        self.returncode = self.popen.wait()
+        for pid, proc in self._descendants.items():
+            with contextlib.suppress(psutil.Error):
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    proc.kill()
+                    self.leftovers.append(pid)
+        return self.returncode
+
+    def __enter__(self) -> ManagedProcess:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+        if self._own_log and exc_type is None:
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
+
+
+def wait_ready(process: ManagedProcess, url: str, timeout: float = 30.0) -> float:
+    """Poll ``url`` until it answers 200; return the seconds it took.
+
+    Raises :class:`ProcessError` with the process's last output if it exits or the time runs out.
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    with httpx.Client(timeout=1.0) as client:
+        while True:
+            code = process.poll()
+            if code is not None:
+                raise ProcessError(
+                    f"{process.name} exited with code {code} before it was ready; its last output:\n"
+                    f"{process.tail()}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(url).status_code == 200:
+                    return time.monotonic() - start
+            if time.monotonic() > deadline:
+                raise ProcessError(
+                    f"{process.name} did not answer {url} within {timeout:g} s; its last output:\n"
+                    f"{process.tail()}"
+                )
+            time.sleep(0.05)
+
+
+def uvicorn_argv(
+    app: str, *, port: int, host: str = LOOPBACK, factory: bool = False, extra: Sequence[str] = ()
+) -> list[str]:
+    """The command line that runs ``app`` (``module:attr``) under uvicorn with this Python."""
+    argv = [sys.executable, "-m", "uvicorn", app, "--host", host, "--port", str(port), "--no-access-log"]
+    if factory:
+        argv.append("--factory")
+    return argv + list(extra)
+
+
+@contextlib.contextmanager
+def uvicorn_server(
+    app: str,
+    *,
+    port: int | None = None,
+    env: Mapping[str, str] | None = None,
+    factory: bool = False,
+    health_path: str = "/health",
+    log_path: str | Path | None = None,
+    name: str = "uvicorn",
+    ready_timeout: float = 30.0,
+    extra: Sequence[str] = (),
+) -> Iterator[tuple[ManagedProcess, str]]:
+    """Run ``app`` under uvicorn on 127.0.0.1 and yield ``(process, base_url)`` once it is ready."""
+    port = port or free_port()
+    argv = uvicorn_argv(app, port=port, factory=factory, extra=extra)
+    base_url = f"http://{LOOPBACK}:{port}"
+    with ManagedProcess(argv, name=name, env=env, log_path=log_path) as proc:
+        wait_ready(proc, base_url + health_path, timeout=ready_timeout)
+        yield proc, base_url
+
+
+def upstream_stub(
+    port: int | None = None, log_path: str | Path | None = None
+) -> contextlib.AbstractContextManager[tuple[ManagedProcess, str]]:
+    """The target app's slow upstream service, as its own uvicorn process."""
+    return uvicorn_server("target_app.upstream:app", port=port, log_path=log_path, name="upstream stub")
