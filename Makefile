@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 profile: $(STAMP)
-	$(BIN)/python -m loadlab.profile_placeholder
+	@echo "make profile: the orchestration (app under py-spy, driven by Locust, report in profiles/<run>/) is not built yet; make serve runs the app."; exit 1
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

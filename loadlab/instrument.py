@@ -18,12 +18,14 @@ own routes are busy (as long as the loop itself is free).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 import sys
 import sysconfig
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import asdict, dataclass, field
@@ -45,6 +47,8 @@ DEFAULT_STALL_MS = 100.0
 HEARTBEAT_INTERVAL_S = 0.010
 LAG_WINDOW_S = 10.0
 MAX_STALLS = 100
+
+_REQUEST_SCOPE: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("loadlab_request_scope")
 
 
 def _library_roots() -> tuple[str, ...]:
@@ -217,7 +221,7 @@ class StallWatchdog:
         loop: asyncio.AbstractEventLoop,
         loop_thread_id: int,
         stall_ms: float = DEFAULT_STALL_MS,
-        route_for_task: Callable[[asyncio.Task[Any]], str | None] | None = None,
+        route_for_task: Callable[[asyncio.Future[Any]], str | None] | None = None,
         route_for_code: Callable[[CodeType], str | None] | None = None,
         on_stall: Callable[[Stall], None] | None = None,
     ) -> None:
@@ -348,7 +352,8 @@ class Instrumentation:
         )
         self.registry.register(_GaugeCollector(self))
         self._task: asyncio.Task[None] | None = None
-        self._task_routes: dict[asyncio.Task[Any], Scope] = {}
+        self._task_routes: weakref.WeakKeyDictionary[asyncio.Future[Any], Scope] = weakref.WeakKeyDictionary()
+        self._previous_factory: Any = None
         self._code_routes: dict[CodeType, str] = {}
         self._started_at = time.monotonic()
 
@@ -362,6 +367,8 @@ class Instrumentation:
             return
         loop = asyncio.get_running_loop()
         self._code_routes = _endpoint_codes(app)
+        self._previous_factory = loop.get_task_factory()
+        loop.set_task_factory(self._task_factory)
         self._task = loop.create_task(self.probe.run(), name="loadlab-loop-lag-probe")
         self.watchdog = StallWatchdog(
             self.probe,
@@ -384,20 +391,33 @@ class Instrumentation:
             except asyncio.CancelledError:
                 pass
             self._task = None
+            asyncio.get_running_loop().set_task_factory(self._previous_factory)
 
-    def request_started(self, scope: Scope) -> None:
+    def _task_factory(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        # Tasks a request spawns (a streaming body, a task group) inherit its context: remember
+        # their request, so a stall inside one still names the route.
+        previous = self._previous_factory
+        task = previous(loop, coro, **kwargs) if previous else asyncio.Task(coro, loop=loop, **kwargs)
+        scope = _REQUEST_SCOPE.get(None)
+        if scope is not None:
+            self._task_routes[task] = scope
+        return task
+
+    def request_started(self, scope: Scope) -> contextvars.Token[Scope | None]:
         self.inflight.enter(scope)
         task = asyncio.current_task()
         if task is not None:
             self._task_routes[task] = scope
+        return _REQUEST_SCOPE.set(scope)
 
-    def request_finished(self, scope: Scope) -> None:
+    def request_finished(self, scope: Scope, token: contextvars.Token[Scope | None]) -> None:
+        _REQUEST_SCOPE.reset(token)
         self.inflight.exit(scope)
         task = asyncio.current_task()
         if task is not None:
             self._task_routes.pop(task, None)
 
-    def _route_for_task(self, task: asyncio.Task[Any]) -> str | None:
+    def _route_for_task(self, task: asyncio.Future[Any]) -> str | None:
         scope = self._task_routes.get(task)
         return route_of(scope) if scope is not None else None
 
@@ -489,11 +509,11 @@ class InstrumentedApp:
             )
             await send({"type": "http.response.body", "body": body})
             return
-        inst.request_started(scope)
+        token = inst.request_started(scope)
         try:
             await self.app(scope, receive, send)
         finally:
-            inst.request_finished(scope)
+            inst.request_finished(scope, token)
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
         inst = self.instrumentation

@@ -137,11 +137,14 @@ class ManagedProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
         self.returncode = self.popen.wait()
+        killed = []
         for pid, proc in self._descendants.items():
             with contextlib.suppress(psutil.Error):
                 if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
                     proc.kill()
+                    killed.append(proc)
                     self.leftovers.append(pid)
+        psutil.wait_procs(killed, timeout=2.0)
         return self.returncode
 
     def __enter__(self) -> ManagedProcess:

@@ -72,7 +72,12 @@ def black_hole() -> Iterator[str]:
 def small_server(data_dir: Path, black_hole: str) -> Iterator[Server]:
     """5 thread tokens, a pool of 2 with a 200 ms timeout, and an upstream that never answers."""
     with target_app(
-        data_dir, black_hole, thread_tokens="5", pool_size="2", pool_timeout_ms="200", upstream_timeout_s="0.3"
+        data_dir,
+        black_hole,
+        thread_tokens="5",
+        pool_size="2",
+        pool_timeout_ms="200",
+        upstream_timeout_s="0.3",
     ) as srv:
         yield srv
 
