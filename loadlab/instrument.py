@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import json
 import os
 import sys
@@ -31,6 +32,7 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import asdict, dataclass, field
 from types import CodeType, FrameType
 from typing import Any
+from urllib.parse import parse_qs
 
 import anyio.to_thread
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -135,15 +137,24 @@ class LoopLagProbe:
             if self.histogram is not None:
                 self.histogram.observe(lag)
 
-    def snapshot(self) -> dict[str, float]:
-        horizon = time.monotonic() - self.window_s
-        lags = sorted(lag for t, lag in list(self._samples) if t >= horizon)
+    def snapshot(self, window_s: float | None = None) -> dict[str, float]:
+        """Lag percentiles (ms) over the last ``window_s`` seconds (at most the whole window).
+
+        A stall still in progress counts too: the heartbeat it is holding back is already late.
+        """
+        window = min(window_s or self.window_s, self.window_s)
+        now = time.monotonic()
+        lags = [lag for t, lag in list(self._samples) if t >= now - window]
+        overdue = now - self.last_beat - self.interval
+        if overdue > 0:
+            lags.append(overdue)
+        lags.sort()
         return {
             "p50": round(_percentile(lags, 0.50) * 1000, 3),
             "p99": round(_percentile(lags, 0.99) * 1000, 3),
             "max": round((lags[-1] if lags else 0.0) * 1000, 3),
             "samples": len(lags),
-            "window_s": self.window_s,
+            "window_s": window,
         }
 
 
@@ -421,9 +432,10 @@ class Instrumentation:
         scope = self._task_routes.get(task)
         return route_of(scope) if scope is not None else None
 
-    def loop_snapshot(self) -> dict[str, Any]:
+    def loop_snapshot(self, window_s: float | None = None) -> dict[str, Any]:
         return {
-            "lag_ms": self.probe.snapshot(),
+            "time": round(time.time(), 3),
+            "lag_ms": self.probe.snapshot(window_s),
             "threadpool": self.threadpool.snapshot(),
             "inflight": self.inflight.snapshot(),
             "stalls_total": self.watchdog.total if self.watchdog else 0,
@@ -439,23 +451,35 @@ class Instrumentation:
 def _endpoint_codes(app: Any) -> dict[CodeType, str]:
     """Map each route endpoint's code object to its path, for apps with Starlette-style routes.
 
-    The watchdog uses it when the blocked task is not the request's own task (for example a
-    streaming body run in a task group): a handler frame on the stack still names the route.
+    The watchdog uses it when the blocked task is not the request's own task, and the harness
+    (``/debug/routes``) to map profile frames to routes without importing the app. Routers are
+    walked by duck typing: plain routes, mounts, and FastAPI's included-router wrappers.
     """
-    out: dict[CodeType, str] = {}
     seen: set[int] = set()
-    while app is not None and id(app) not in seen:
+    while app is not None and getattr(app, "routes", None) is None and id(app) not in seen:
         seen.add(id(app))
-        routes = getattr(app, "routes", None)
-        if routes is not None:
-            for route in routes:
-                code = getattr(getattr(route, "endpoint", None), "__code__", None)
-                path = getattr(route, "path", None)
-                if isinstance(code, CodeType) and isinstance(path, str):
-                    out[code] = path
-            break
         app = getattr(app, "app", None)  # unwrap middleware
+    out: dict[CodeType, str] = {}
+    _walk_routes(getattr(app, "routes", None) or [], "", out, depth=0)
     return out
+
+
+def _walk_routes(routes: Any, prefix: str, out: dict[CodeType, str], depth: int) -> None:
+    if depth > 8:
+        return
+    for route in routes:
+        path = getattr(route, "path", None)
+        code = getattr(inspect.unwrap(getattr(route, "endpoint", None) or (lambda: None)), "__code__", None)
+        if isinstance(code, CodeType) and isinstance(path, str) and code.co_name != "<lambda>":
+            out.setdefault(code, prefix + path)
+        candidates = getattr(route, "effective_candidates", None)  # FastAPI >= 0.16x include_router
+        if callable(candidates):
+            candidates = candidates()
+        if candidates:
+            _walk_routes(candidates, prefix, out, depth + 1)
+        sub = getattr(route, "routes", None)  # Mount, Router
+        if sub and sub is not routes:
+            _walk_routes(sub, prefix + (path or ""), out, depth + 1)
 
 
 class InstrumentedApp:
@@ -469,16 +493,36 @@ class InstrumentedApp:
         self.app = app
         self.prefix = prefix.rstrip("/")
         self.instrumentation = Instrumentation(stall_ms=stall_ms)
-        self._routes: dict[str, Callable[[], tuple[bytes, bytes]]] = {
-            f"{self.prefix}/metrics": lambda: (
-                b"text/plain; version=0.0.4; charset=utf-8",
-                self.instrumentation.metrics_text(),
-            ),
-            f"{self.prefix}/debug/loop": lambda: _json(self.instrumentation.loop_snapshot()),
-            f"{self.prefix}/debug/stalls": lambda: _json(
-                {"stalls": self.instrumentation.watchdog.recent() if self.instrumentation.watchdog else []}
-            ),
+        self._routes: dict[str, Callable[[Scope], tuple[bytes, bytes]]] = {
+            f"{self.prefix}/metrics": self._metrics,
+            f"{self.prefix}/debug/loop": self._debug_loop,
+            f"{self.prefix}/debug/stalls": self._debug_stalls,
+            f"{self.prefix}/debug/routes": self._debug_routes,
         }
+
+    def _metrics(self, scope: Scope) -> tuple[bytes, bytes]:
+        return b"text/plain; version=0.0.4; charset=utf-8", self.instrumentation.metrics_text()
+
+    def _debug_loop(self, scope: Scope) -> tuple[bytes, bytes]:
+        # ?window_s=1 gives the lag of the last second only (the harness polls it every second).
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        try:
+            window_s = float(query["window_s"][0]) if "window_s" in query else None
+        except ValueError:
+            window_s = None
+        return _json(self.instrumentation.loop_snapshot(window_s))
+
+    def _debug_routes(self, scope: Scope) -> tuple[bytes, bytes]:
+        # Lets a profile's frames be mapped back to route paths without importing the app.
+        routes = [
+            {"path": path, "function": code.co_name, "file": code.co_filename, "line": code.co_firstlineno}
+            for code, path in _endpoint_codes(self.app).items()
+        ]
+        return _json({"routes": sorted(routes, key=lambda r: str(r["path"]))})
+
+    def _debug_stalls(self, scope: Scope) -> tuple[bytes, bytes]:
+        watchdog = self.instrumentation.watchdog
+        return _json({"stalls": watchdog.recent() if watchdog else []})
 
     def __getattr__(self, name: str) -> Any:
         # Let tools that inspect the app (e.g. ``app.routes``, ``app.openapi()``) see through us.
@@ -499,7 +543,7 @@ class InstrumentedApp:
             return
         handler = self._routes.get(scope["path"])
         if handler is not None:
-            content_type, body = handler()
+            content_type, body = handler(scope)
             await send(
                 {
                     "type": "http.response.start",

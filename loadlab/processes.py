@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -159,10 +160,10 @@ class ManagedProcess:
                 self.log_path.unlink()
 
 
-def wait_ready(process: ManagedProcess, url: str, timeout: float = 30.0) -> float:
-    """Poll ``url`` until it answers 200; return the seconds it took.
-
-    Raises :class:`ProcessError` with the process's last output if it exits or the time runs out.
+def wait_ready(process: ManagedProcess, url: str, timeout: float = 30.0, any_status: bool = False) -> float:
+    """Poll ``url`` until it answers 200 (any HTTP answer with ``any_status``); return the seconds
+    it took. Raises :class:`ProcessError` with the process's last output if it exits or the time
+    runs out.
     """
     start = time.monotonic()
     deadline = start + timeout
@@ -175,7 +176,8 @@ def wait_ready(process: ManagedProcess, url: str, timeout: float = 30.0) -> floa
                     f"{process.tail()}"
                 )
             with contextlib.suppress(httpx.HTTPError):
-                if client.get(url).status_code == 200:
+                status = client.get(url).status_code
+                if status == 200 or any_status:
                     return time.monotonic() - start
             if time.monotonic() > deadline:
                 raise ProcessError(
@@ -222,3 +224,90 @@ def upstream_stub(
 ) -> contextlib.AbstractContextManager[tuple[ManagedProcess, str]]:
     """The target app's slow upstream service, as its own uvicorn process."""
     return uvicorn_server("target_app.upstream:app", port=port, log_path=log_path, name="upstream stub")
+
+
+def pyspy_binary() -> str | None:
+    """py-spy next to this Python (the venv's), else on PATH."""
+    candidate = Path(sys.executable).with_name("py-spy")
+    return str(candidate) if candidate.exists() else shutil.which("py-spy")
+
+
+def pyspy_argv(
+    output: Path, *, rate: int = 100, native: bool = False, nonblocking: bool = False
+) -> list[str]:
+    """``py-spy record`` in raw (folded) format with every thread, idle ones included, and every
+    subprocess; the server's command line follows after ``--``."""
+    binary = pyspy_binary()
+    if binary is None:
+        raise ProcessError("py-spy is not installed; run `loadlab doctor`, or profile with --no-profile")
+    argv = [binary, "record", "--rate", str(rate), "--idle", "--threads", "--subprocesses"]
+    argv += ["--format", "raw", "--full-filenames", "--output", str(output)]
+    if native:
+        argv.append("--native")
+    if nonblocking:
+        argv.append("--nonblocking")
+    return argv
+
+
+class ProfiledServer:
+    """A server process, optionally run as the child of ``py-spy record``.
+
+    Stopping order matters: py-spy stopped first leaves the server (and its workers) running, so
+    the server master gets SIGINT first; py-spy sees it exit, writes its output and exits; then
+    the usual ladder and PID check clean up whatever is left.
+    """
+
+    def __init__(
+        self,
+        server_argv: Sequence[str],
+        *,
+        profiler_argv: Sequence[str] | None,
+        env: Mapping[str, str] | None,
+        log_path: Path,
+        stop_timeout: float = 20.0,
+    ) -> None:
+        argv = [*profiler_argv, "--", *server_argv] if profiler_argv else list(server_argv)
+        self.profiled = bool(profiler_argv)
+        self.process = ManagedProcess(argv, name="server", env=env, log_path=log_path)
+        self.stop_timeout = stop_timeout
+        self.stopped = False
+
+    def __enter__(self) -> ProfiledServer:
+        self.process.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def server_pid(self, timeout: float = 10.0) -> int | None:
+        """The server master's PID: py-spy's child when profiled, else the process itself."""
+        if not self.profiled:
+            return self.process.pid
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                children = psutil.Process(self.process.pid).children()
+                if children:
+                    return int(children[0].pid)
+            time.sleep(0.05)
+        return None
+
+    def poll(self) -> int | None:
+        """None while the server runs (py-spy exits as soon as the server it runs has exited)."""
+        return self.process.poll()
+
+    def stop(self) -> list[int]:
+        """Stop the server, let py-spy write its profile, and return PIDs that had to be killed."""
+        if self.stopped or self.process.popen is None:
+            return self.process.leftovers
+        self.stopped = True
+        self.process.remember_descendants()
+        if self.profiled and self.process.poll() is None:
+            pid = self.server_pid(timeout=0)
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.popen.wait(self.stop_timeout)
+        self.process.stop()
+        return self.process.leftovers

@@ -1,0 +1,159 @@
+"""From a parsed profile to ``run.json``'s ``analysis``: what the loop did, who blocked it, how
+busy the threadpool was. Pure functions: the same profile always gives the same answer."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loadlab.analysis.stacks import (
+    Frame,
+    Profile,
+    Role,
+    SampleKind,
+    Stack,
+    classify_sample,
+    has_native_frames,
+    innermost_app_frame,
+    is_idle_sample,
+    is_loop_callback,
+    is_selector_wait,
+    is_startup,
+)
+
+TOP_BLOCKERS = 10
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    path: str
+    function: str
+    file: str
+
+
+def load_routes(path: Path | None) -> list[RouteInfo]:
+    """The app's routes as the instrumentation listed them (``routes.json``), if present."""
+    if path is None or not path.exists():
+        return []
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return [RouteInfo(r["path"], r["function"], r["file"]) for r in data.get("routes", [])]
+
+
+def _handler(frames: tuple[Frame, ...], routes: list[RouteInfo]) -> tuple[str | None, str | None]:
+    """The route endpoint a stack runs under, and its path; else the outermost app frame."""
+    by_code = {(r.function, r.file): r.path for r in routes}
+    outermost: str | None = None
+    for frame in frames:  # outermost first
+        path = by_code.get((frame.name.rsplit(".", 1)[-1], frame.file))
+        if path is not None:
+            return frame.name, path
+        if outermost is None and innermost_app_frame((frame,)) is not None:
+            outermost = frame.name
+    return outermost, None
+
+
+def loop_blockers(
+    stacks: Iterable[Stack], has_native: bool, routes: list[RouteInfo], loop_samples: int
+) -> list[dict[str, Any]]:
+    """Application functions the loop was running (not parked), largest share first."""
+    counts: Counter[tuple[str, str]] = Counter()
+    lines: dict[tuple[str, str], Counter[int]] = {}
+    kinds: dict[tuple[str, str], Counter[str]] = {}
+    handlers: dict[tuple[str, str], Counter[tuple[str | None, str | None]]] = {}
+    for s in stacks:
+        if not is_loop_callback(s.frames):
+            continue
+        app = innermost_app_frame(s.frames)
+        key = (app.name, app.file) if app else ("(library or runtime code)", "")
+        counts[key] += s.count
+        lines.setdefault(key, Counter())[app.line if app and app.line else 0] += s.count
+        kinds.setdefault(key, Counter())[classify_sample(s.frames, has_native).value] += s.count
+        handlers.setdefault(key, Counter())[_handler(s.frames, routes) if app else (None, None)] += s.count
+    out = []
+    for key, n in counts.most_common(TOP_BLOCKERS):
+        handler, route = handlers[key].most_common(1)[0][0]
+        out.append(
+            {
+                "function": key[0],
+                "file": key[1] or None,
+                "line": lines[key].most_common(1)[0][0] or None,
+                "handler": handler,
+                "route": route,
+                "share": round(n / loop_samples, 4) if loop_samples else 0.0,
+                "samples": n,
+                "kind": kinds[key].most_common(1)[0][0],
+            }
+        )
+    return out
+
+
+def analyse_profile(profile: Profile, routes_file: Path | None = None) -> dict[str, Any]:
+    """The ``analysis`` section of ``run.json``."""
+    native = has_native_frames(profile)
+    routes = load_routes(routes_file)
+    loop_keys = [k for k, t in profile.threads.items() if t.role is Role.EVENT_LOOP]
+    # Only samples taken while the loop ran count, and not the server's own start-up and
+    # shut-down (importing the app, the lifespan): they happen before and after the load.
+    loop_stacks, startup = [], 0
+    for s in profile.stacks:
+        if s.thread not in loop_keys or not (is_loop_callback(s.frames) or is_selector_wait(s.frames)):
+            continue
+        if is_startup(s.frames):
+            startup += s.count
+        else:
+            loop_stacks.append(s)
+    kinds: Counter[str] = Counter()
+    for s in loop_stacks:
+        kinds[classify_sample(s.frames, native).value] += s.count
+    loop_total = sum(kinds.values())
+    busy = loop_total - kinds[SampleKind.PARKED.value]
+
+    per_thread = max((t.samples for t in profile.threads.values()), default=0)
+    worker_busy: Counter[str] = Counter()
+    workers = [t for t in profile.threads.values() if t.role is Role.ANYIO_WORKER]
+    for s in profile.stacks:
+        thread = profile.threads[s.thread]
+        if thread.role is Role.ANYIO_WORKER and not _worker_waiting_for_work(s.frames, native, thread):
+            app = innermost_app_frame(s.frames)
+            worker_busy[app.name if app else "(library code)"] += s.count
+    busy_workers = sum(worker_busy.values())
+
+    return {
+        "native": native,
+        "samples": profile.total,
+        "threads": [
+            {"pid": t.key.pid, "tid": t.key.tid, "name": t.name, "role": t.role.value, "samples": t.samples}
+            for t in sorted(profile.threads.values(), key=lambda t: (t.role.value, t.key.pid, t.key.tid))
+        ],
+        "loop": {
+            "threads": len(loop_keys),
+            "samples": loop_total,
+            "startup_samples": startup,
+            "busy_share": round(busy / loop_total, 4) if loop_total else None,
+            "kinds": {k: kinds.get(k, 0) for k in (m.value for m in SampleKind)},
+            "blockers": loop_blockers(loop_stacks, native, routes, loop_total),
+        },
+        "threadpool": {
+            "workers_seen": len(workers),
+            "average_busy_workers": round(busy_workers / per_thread, 2) if per_thread else 0.0,
+            "by_function": [
+                {"function": f, "average_busy_workers": round(n / per_thread, 2) if per_thread else 0.0}
+                for f, n in worker_busy.most_common(TOP_BLOCKERS)
+            ],
+        },
+    }
+
+
+def _worker_waiting_for_work(frames: tuple[Frame, ...], native: bool, thread: Any) -> bool:
+    """An AnyIO worker with no job: its innermost Python frame is the worker loop's queue get."""
+    for frame in reversed(frames):
+        if frame.native:
+            continue
+        if frame.file.replace("\\", "/").endswith(("queue.py", "threading.py")):
+            continue
+        return "anyio/_backends" in frame.file.replace("\\", "/") and frame.name.endswith("WorkerThread.run")
+    return is_idle_sample(thread, frames, native)

@@ -1,0 +1,226 @@
+"""``loadlab`` — thin: parse flags (each also a ``LOADLAB_*`` env var), build the config, call the
+library. Bad input exits with code 2 and one line naming the flag."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from loadlab import __version__
+from loadlab.config import DEMO_APP, SCENARIOS, ConfigError, ProfileConfig
+from loadlab.processes import ProcessError
+from loadlab.progress import Progress
+from loadlab.results import RunFolderError
+
+
+def _split(value: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    items = value if isinstance(value, tuple) else (value,)
+    return tuple(t for item in items for t in item.replace(",", " ").split() if t)
+
+
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM (CI cancelling a job) takes the same path as Ctrl-C: children stopped, data kept.
+    raise KeyboardInterrupt
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="loadlab")
+def main() -> None:
+    """Load-test and profile ASGI apps; name what blocked the event loop."""
+
+
+@main.command()
+@click.option(
+    "--app",
+    envvar="LOADLAB_APP",
+    default=DEMO_APP,
+    show_default=True,
+    help="The ASGI app, MODULE:ATTR (imported like uvicorn does).",
+)
+@click.option(
+    "--factory", envvar="LOADLAB_FACTORY", is_flag=True, help="--app is a factory returning the app."
+)
+@click.option(
+    "--scenario",
+    envvar="LOADLAB_SCENARIO",
+    default="io",
+    show_default=True,
+    type=click.Choice(SCENARIOS),
+    help="Route family of the demo app (loadtests/<scenario>_routes.py).",
+)
+@click.option(
+    "--locustfile",
+    envvar="LOADLAB_LOCUSTFILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Your own locustfile (default: the scenario's).",
+)
+@click.option(
+    "--variants",
+    envvar="LOADLAB_VARIANTS",
+    help="Tags to run one after another, each on a fresh server (e.g. blocking,async).",
+)
+@click.option("--tags", "-T", envvar="LOADLAB_TAGS", help="Locust tags for a single run (e.g. blocking).")
+@click.option(
+    "--users", "-u", envvar="LOADLAB_USERS", type=click.IntRange(1, 10_000), default=20, show_default=True
+)
+@click.option(
+    "--spawn-rate",
+    "-r",
+    envvar="LOADLAB_SPAWN_RATE",
+    type=click.FloatRange(0.1, 10_000),
+    default=20.0,
+    show_default=True,
+)
+@click.option(
+    "--duration",
+    "-t",
+    envvar="LOADLAB_DURATION",
+    type=click.FloatRange(1, 3600),
+    default=8.0,
+    show_default=True,
+    help="Seconds of load per run.",
+)
+@click.option(
+    "--workers",
+    envvar="LOADLAB_WORKERS",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="uvicorn worker processes.",
+)
+@click.option(
+    "--rate",
+    envvar="LOADLAB_RATE",
+    type=click.IntRange(1, 1000),
+    default=100,
+    show_default=True,
+    help="py-spy samples per second.",
+)
+@click.option(
+    "--native/--no-native",
+    envvar="LOADLAB_NATIVE",
+    default=True,
+    show_default=True,
+    help="Record native frames (tells waiting from computing).",
+)
+@click.option(
+    "--nonblocking",
+    envvar="LOADLAB_NONBLOCKING",
+    is_flag=True,
+    help="py-spy does not pause the app to sample (cheaper, less exact).",
+)
+@click.option(
+    "--no-profile", envvar="LOADLAB_NO_PROFILE", is_flag=True, help="Run the load test without py-spy."
+)
+@click.option(
+    "--no-instrument",
+    envvar="LOADLAB_NO_INSTRUMENT",
+    is_flag=True,
+    help="Serve the app without loadlab's instrumentation.",
+)
+@click.option(
+    "--health-path",
+    envvar="LOADLAB_HEALTH_PATH",
+    default="/health",
+    show_default=True,
+    help="Path polled for readiness and as the idle canary (any answer counts).",
+)
+@click.option(
+    "--out",
+    envvar="LOADLAB_OUT",
+    type=click.Path(path_type=Path),
+    help="The run folder itself (must not exist, or be empty).",
+)
+@click.option(
+    "--profiles-dir",
+    envvar="LOADLAB_PROFILES_DIR",
+    type=click.Path(path_type=Path),
+    default=Path("profiles"),
+    show_default=True,
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def profile(**opts: Any) -> None:
+    """Run the app under py-spy, drive it with Locust, write profiles/<run>/.
+
+    With no options: the default demonstration — the io family's variants (blocking, threadpool,
+    offload, async, helper) one after another under the same load.
+    """
+    from loadlab.runner import RunFailed, run_profile
+
+    config = ProfileConfig(
+        app=opts["app"],
+        factory=opts["factory"],
+        scenario=opts["scenario"],
+        locustfile=opts["locustfile"],
+        variants=_split(opts["variants"]),
+        tags=_split(opts["tags"]),
+        users=opts["users"],
+        spawn_rate=opts["spawn_rate"],
+        duration=opts["duration"],
+        workers=opts["workers"],
+        rate=opts["rate"],
+        native=opts["native"],
+        nonblocking=opts["nonblocking"],
+        profile=not opts["no_profile"],
+        instrument=not opts["no_instrument"],
+        health_path=opts["health_path"],
+        out=opts["out"],
+        profiles_dir=opts["profiles_dir"],
+    )
+    progress = Progress(quiet=opts["quiet"])
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        run_dir = run_profile(config, progress)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo(
+            "interrupted: every child process was stopped; what was gathered is in the run folder", err=True
+        )
+        sys.exit(130)
+    except (RunFailed, ProcessError, RunFolderError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    from loadlab.report import summary_text
+
+    click.echo(summary_text(run_dir))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def analyze(run_dir: Path) -> None:
+    """Re-analyse a stored run (or every variant of a suite) from its raw profile."""
+    from loadlab.report import reanalyse, summary_text
+
+    try:
+        reanalyse(run_dir)
+    except (ValueError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(summary_text(run_dir))
+
+
+@main.command()
+def doctor() -> None:
+    """Check that this machine can profile: Python vs py-spy, ptrace, a test attach, free ports."""
+    from loadlab.doctor import run_checks
+
+    ok = True
+    for check in run_checks():
+        mark = "ok  " if check.ok else "FAIL"
+        click.echo(f"[{mark}] {check.name}: {check.detail}")
+        if not check.ok:
+            ok = False
+            click.echo(f"       fix: {check.fix}")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Settings of a profiling run: one frozen object, built from CLI flags or ``LOADLAB_*`` env vars,
+validated once, up front, with an error that names what to change."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+DEMO_APP = "target_app.main:app"
+LOOPBACK = "127.0.0.1"
+SCENARIOS = ("io", "cpu", "trivial", "deps", "db", "upstream", "files", "stream", "background")
+DEFAULT_VARIANTS: dict[str, tuple[str, ...]] = {
+    # The default demonstration: the io family's variants, one after another, same load.
+    "io": ("blocking", "threadpool", "offload", "async", "helper"),
+}
+_APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+class ConfigError(ValueError):
+    """A setting cannot be used; the message is one line naming the flag and what it accepts."""
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """Everything one ``loadlab profile`` run needs. Cheap to build; :meth:`validated` checks it."""
+
+    app: str = DEMO_APP
+    factory: bool = False
+    scenario: str = "io"
+    locustfile: Path | None = None  # default: loadtests/<scenario>_routes.py
+    variants: tuple[str, ...] = ()  # each runs on its own server with Locust's ``-T <variant>``
+    tags: tuple[str, ...] = ()
+    users: int = 20
+    spawn_rate: float = 20.0
+    duration: float = 8.0
+    workers: int = 1
+    rate: int = 100
+    native: bool = True
+    nonblocking: bool = False
+    profile: bool = True
+    instrument: bool = True
+    out: Path | None = None
+    profiles_dir: Path = Path("profiles")
+    health_path: str = "/health"
+    ready_timeout: float = 60.0
+    locust_args: tuple[str, ...] = field(default=())
+
+    @property
+    def is_demo_app(self) -> bool:
+        return self.app.split(":", 1)[0].startswith("target_app")
+
+    @property
+    def resolved_locustfile(self) -> Path:
+        return self.locustfile or Path("loadtests") / f"{self.scenario}_routes.py"
+
+    @property
+    def resolved_variants(self) -> tuple[str, ...]:
+        """The variants to run: given ones, else the demonstration's when nothing narrows it."""
+        if self.variants:
+            return self.variants
+        if self.is_demo_app and not self.tags and self.locustfile is None:
+            return DEFAULT_VARIANTS.get(self.scenario, ())
+        return ()
+
+    def validated(self) -> ProfileConfig:
+        """Return self if every field is usable; raise :class:`ConfigError` naming the first bad one."""
+        if not _APP_SPEC.match(self.app):
+            raise ConfigError(f"--app must be MODULE:ATTRIBUTE, like mypkg.main:app; got {self.app!r}")
+        if self.scenario not in SCENARIOS and self.locustfile is None:
+            raise ConfigError(f"--scenario must be one of {', '.join(SCENARIOS)}; got {self.scenario!r}")
+        if not self.resolved_locustfile.is_file():
+            raise ConfigError(f"--locustfile: no such file: {self.resolved_locustfile}")
+        _bounded("--users", self.users, 1, 10_000)
+        _bounded("--spawn-rate", self.spawn_rate, 0.1, 10_000)
+        _bounded("--duration", self.duration, 1, 3600)
+        _bounded("--workers", self.workers, 1, 64)
+        _bounded("--rate", self.rate, 1, 1000)
+        if not self.health_path.startswith("/"):
+            raise ConfigError(f"--health-path must start with '/'; got {self.health_path!r}")
+        if self.out is not None and self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
+            raise ConfigError(f"--out {self.out} already exists and is not an empty folder; pick a new one")
+        for v in self.variants:
+            if not re.fullmatch(r"[\w-]+", v):
+                raise ConfigError(
+                    f"--variants takes names of Locust tags (letters, digits, - and _); got {v!r}"
+                )
+        return self
+
+    def for_variant(self, variant: str | None) -> ProfileConfig:
+        """The config of one variant's run: its tag selects the variant's tasks in the locustfile."""
+        if variant is None:
+            return self
+        return replace(self, variants=(variant,), tags=(variant,))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, Path):
+                data[key] = str(value)
+            elif isinstance(value, tuple):
+                data[key] = list(value)
+        data["locustfile"] = str(self.resolved_locustfile)
+        return data
+
+
+def _bounded(flag: str, value: float, lo: float, hi: float) -> None:
+    if not lo <= value <= hi:
+        raise ConfigError(f"{flag} must be from {lo:g} to {hi:g}; got {value:g}")
+
+
+def loadlab_env() -> dict[str, str]:
+    """The ``LOADLAB_*`` variables of this process: the only environment a run records."""
+    return {k: v for k, v in os.environ.items() if k.startswith("LOADLAB_")}

@@ -1,0 +1,1 @@
+"""Renderers: turn stored data into SVG, speedscope JSON, HTML and text."""

@@ -1,0 +1,449 @@
+"""One profiling run, step by step. This module owns the order; the details live elsewhere.
+
+A run: pick ports → start the upstream stub (demo app) → start uvicorn under py-spy → wait until
+ready → measure the canary idle → drive Locust headless while polling the app's inner state →
+stop the server so py-spy writes its profile → render flame graphs → write ``run.json``.
+``run.json`` is rewritten after every step, so a run stopped anywhere keeps what it gathered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from loadlab.analysis.stacks import ProfileFormatError, read_raw
+from loadlab.analysis.summary import analyse_profile
+from loadlab.config import ProfileConfig, loadlab_env
+from loadlab.processes import (
+    LOOPBACK,
+    ManagedProcess,
+    ProcessError,
+    ProfiledServer,
+    free_port,
+    pyspy_argv,
+    upstream_stub,
+    uvicorn_argv,
+    wait_ready,
+)
+from loadlab.progress import Progress
+from loadlab.render.flamegraph import render_flamegraph
+from loadlab.render.speedscope import to_speedscope
+from loadlab.results import (
+    RUN_JSON,
+    SCHEMA_VERSION,
+    machine,
+    new_run_dir,
+    point_latest,
+    read_locust_stats,
+    versions,
+    write_json,
+)
+from loadlab.wrap import USER_APP_PREFIX
+
+RAW_PROFILE = "profile.raw.txt"
+CANARY_IDLE_SAMPLES = 20
+
+
+class RunFailed(RuntimeError):
+    """The run could not finish; ``run.json`` says why and what was kept."""
+
+
+class Run:
+    """The record of one run, saved to ``run.json`` whenever it changes."""
+
+    def __init__(self, run_dir: Path, config: ProfileConfig, variant: str | None) -> None:
+        self.dir = run_dir
+        self.data: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "run",
+            "status": "incomplete",
+            "phase": "starting",
+            "reason": None,
+            "variant": variant,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "config": config.to_dict(),
+            "env": loadlab_env(),
+            "versions": versions(),
+            "machine": machine(),
+            "timings_s": {},
+            "artefacts": {},
+            "stats": [],
+            "timeseries": [],
+        }
+        self._t0 = time.monotonic()
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.dir / RUN_JSON, self.data)
+
+    @contextlib.contextmanager
+    def phase(self, name: str, progress: Progress, text: str) -> Iterator[None]:
+        self.data["phase"] = name
+        self.save()
+        progress.step(text)
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.data["timings_s"][name] = round(time.monotonic() - start, 3)
+            self.save()
+
+    def artefact(self, key: str, path: Path) -> None:
+        self.data["artefacts"][key] = path.name
+
+    def finish(self, status: str, reason: str | None = None) -> None:
+        self.data["status"] = status
+        self.data["reason"] = reason
+        self.data["timings_s"]["total"] = round(time.monotonic() - self._t0, 3)
+        self.save()
+
+
+def _server_command(cfg: ProfileConfig, port: int) -> tuple[list[str], dict[str, str]]:
+    extra = ["--workers", str(cfg.workers)] if cfg.workers > 1 else []
+    env: dict[str, str] = {}
+    if cfg.instrument:
+        env["LOADLAB_WRAP_APP"] = cfg.app
+        env["LOADLAB_WRAP_FACTORY"] = "1" if cfg.factory else "0"
+        return uvicorn_argv("loadlab.wrap:create_app", port=port, factory=True, extra=extra), env
+    return uvicorn_argv(cfg.app, port=port, factory=cfg.factory, extra=extra), env
+
+
+def _debug_prefix(client: httpx.Client, base: str) -> str | None:
+    """Where the instrumentation answers: ``/__loadlab__`` for a user's app, ``""`` for the demo."""
+    for prefix in (USER_APP_PREFIX, ""):
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            r = client.get(f"{base}{prefix}/debug/loop")
+            if r.status_code == 200 and "lag_ms" in r.json():
+                return prefix
+    return None
+
+
+def _canary_idle(client: httpx.Client, url: str) -> dict[str, float]:
+    times = []
+    for _ in range(CANARY_IDLE_SAMPLES):
+        start = time.perf_counter()
+        client.get(url)
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {
+        "p50_ms": round(statistics.median(times), 3),
+        "p95_ms": round(times[int(0.95 * (len(times) - 1))], 3),
+        "samples": len(times),
+    }
+
+
+def _live_stats(csv_prefix: Path) -> tuple[float, int] | None:
+    """The latest requests/s and failure count from Locust's stats history, if written yet."""
+    path = Path(f"{csv_prefix}_stats_history.csv")
+    with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("Name") == "Aggregated"]
+        if rows:
+            return float(rows[-1]["Requests/s"]), int(rows[-1]["Total Failure Count"])
+    return None
+
+
+def _locust_argv(cfg: ProfileConfig, host: str, run_dir: Path) -> list[str]:
+    argv = [sys.executable, "-m", "locust", "-f", str(cfg.resolved_locustfile), "--headless"]
+    argv += ["-u", str(cfg.users), "-r", f"{cfg.spawn_rate:g}", "-t", f"{cfg.duration:g}s", "-H", host]
+    argv += ["--csv", str(run_dir / "locust"), "--html", str(run_dir / "locust.html")]
+    argv += [
+        "--json-file",
+        str(run_dir / "locust"),
+        "--only-summary",
+        "--stop-timeout",
+        "2",
+    ]  # writes locust.json
+    if cfg.tags:
+        argv += ["-T", *cfg.tags]
+    return argv + list(cfg.locust_args)
+
+
+def _poll_during_load(
+    run: Run,
+    locust: ManagedProcess,
+    server: ProfiledServer,
+    client: httpx.Client,
+    debug_url: str | None,
+    cfg: ProfileConfig,
+    progress: Progress,
+) -> None:
+    """Once a second, until Locust exits: poll the app's inner state, show live progress, and
+    notice a server that died under load."""
+    deadline = time.monotonic() + cfg.duration + 60
+    start = time.monotonic()
+    csv_prefix = run.dir / "locust"
+    while locust.poll() is None:
+        if time.monotonic() > deadline:
+            raise RunFailed(f"Locust did not finish within {cfg.duration + 60:g} s; stopped it")
+        code = server.poll()
+        if code is not None:
+            raise RunFailed(
+                f"the server exited (code {code}) during the load test; last output:\n{server.process.tail()}"
+            )
+        point: dict[str, Any] = {"t": round(time.monotonic() - start, 2)}
+        if debug_url is not None:
+            try:
+                point.update(client.get(debug_url, params={"window_s": 1}, timeout=2.0).json())
+            except (httpx.HTTPError, ValueError):
+                point["unanswered"] = True  # the loop could not answer within 2 s: itself a finding
+        live = _live_stats(csv_prefix)
+        if live is not None:
+            point["rps"], point["failures"] = live
+        run.data["timeseries"].append(point)
+        left = max(0.0, cfg.duration - (time.monotonic() - start))
+        rps = f"{point['rps']:.0f} req/s" if "rps" in point else "starting"
+        lag = point.get("lag_ms", {}).get("max")
+        progress.status(
+            f"{rps}, {point.get('failures', 0)} failures"
+            + (f", loop lag max {lag:.0f} ms" if lag is not None else "")
+            + f", {left:.0f} s left"
+        )
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - start) % 1.0))
+
+
+def run_once(
+    cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str | None = None
+) -> dict[str, Any]:
+    """Profile one server under one load; return the run record (also in ``run_dir/run.json``)."""
+    run = Run(run_dir, cfg, variant)
+    raw_path = run_dir / RAW_PROFILE
+    try:
+        with ExitStack() as stack, httpx.Client(timeout=5.0) as client:
+            env = dict(os.environ)
+            if cfg.is_demo_app:
+                with run.phase("upstream", progress, "starting the upstream stub"):
+                    _, upstream_url = stack.enter_context(upstream_stub(log_path=run_dir / "upstream.log"))
+                    env["LOADLAB_UPSTREAM_URL"] = upstream_url
+            port = free_port()
+            base = f"http://{LOOPBACK}:{port}"
+            server_argv, server_env = _server_command(cfg, port)
+            env.update(server_env)
+            profiler = (
+                pyspy_argv(raw_path, rate=cfg.rate, native=cfg.native, nonblocking=cfg.nonblocking)
+                if cfg.profile
+                else None
+            )
+            what = (
+                f"py-spy at {cfg.rate} Hz{' with --native' if cfg.native else ''}"
+                if cfg.profile
+                else "no profiler"
+            )
+            with run.phase("server", progress, f"starting {cfg.app} on {base} ({what})"):
+                server = stack.enter_context(
+                    ProfiledServer(
+                        server_argv, profiler_argv=profiler, env=env, log_path=run_dir / "server.log"
+                    )
+                )
+                run.artefact("server_log", run_dir / "server.log")
+            with run.phase("ready", progress, "waiting for the app to answer"):
+                try:
+                    wait_ready(
+                        server.process, base + cfg.health_path, timeout=cfg.ready_timeout, any_status=True
+                    )
+                except ProcessError as exc:
+                    raise RunFailed(str(exc)) from None
+                prefix = _debug_prefix(client, base) if cfg.instrument else None
+                debug_url = f"{base}{prefix}/debug/loop" if prefix is not None else None
+                if prefix is not None:
+                    routes = client.get(f"{base}{prefix}/debug/routes").json()
+                    write_json(run_dir / "routes.json", routes)
+                    run.artefact("routes", run_dir / "routes.json")
+                run.data["server"] = {"pid": server.server_pid(), "url": base, "debug_prefix": prefix}
+                run.data["canary_idle"] = _canary_idle(client, base + cfg.health_path)
+            tags = f" -T {' '.join(cfg.tags)}" if cfg.tags else ""
+            load_text = f"load: {cfg.users} users for {cfg.duration:g} s ({cfg.resolved_locustfile}{tags})"
+            with run.phase("load", progress, load_text):
+                locust_env = dict(
+                    env, LOADLAB_HOST=base, LOADLAB_THRESHOLDS_OUT=str(run_dir / "thresholds.json")
+                )
+                locust = stack.enter_context(
+                    ManagedProcess(
+                        _locust_argv(cfg, base, run_dir),
+                        name="locust",
+                        env=locust_env,
+                        log_path=run_dir / "locust.log",
+                    )
+                )
+                _poll_during_load(run, locust, server, client, debug_url, cfg, progress)
+                run.data["locust_exit_code"] = locust.poll()
+                if prefix is not None:
+                    with contextlib.suppress(httpx.HTTPError, ValueError):
+                        run.data["stalls"] = client.get(f"{base}{prefix}/debug/stalls").json()["stalls"]
+            with run.phase(
+                "stopping",
+                progress,
+                "stopping the server" + (" (py-spy writes the profile)" if cfg.profile else ""),
+            ):
+                run.data["leftover_pids"] = server.stop()
+                stack.close()
+        _collect_locust(run, run_dir)
+        if cfg.profile:
+            with run.phase("rendering", progress, "rendering flame graphs"):
+                _render(run, raw_path, title=variant or cfg.app)
+        run.finish("complete")
+    except KeyboardInterrupt:
+        run.finish("incomplete", f"interrupted during {run.data['phase']}")
+        _keep_what_was_gathered(run, raw_path, cfg, variant)
+        raise
+    except RunFailed as exc:
+        run.finish("failed", str(exc))
+        _keep_what_was_gathered(run, raw_path, cfg, variant)
+        raise
+    except Exception as exc:
+        run.finish("failed", f"{type(exc).__name__}: {exc}")
+        _keep_what_was_gathered(run, raw_path, cfg, variant)
+        raise
+    return run.data
+
+
+def _collect_locust(run: Run, run_dir: Path) -> None:
+    run.data["stats"] = read_locust_stats(run_dir / "locust")
+    for key, name in (
+        ("locust_html", "locust.html"),
+        ("locust_json", "locust.json"),
+        ("locust_log", "locust.log"),
+    ):
+        if (run_dir / name).exists():
+            run.artefact(key, run_dir / name)
+    if (run_dir / "locust_stats.csv").exists():
+        run.artefact("locust_csv", run_dir / "locust_stats.csv")
+    thresholds = run_dir / "thresholds.json"
+    if thresholds.exists():
+        with contextlib.suppress(ValueError, OSError):
+            run.data["thresholds"] = json.loads(thresholds.read_text())
+            run.artefact("thresholds", thresholds)
+    code = run.data.get("locust_exit_code")
+    if code not in (0, None) and not run.data["stats"]:
+        log = run_dir / "locust.log"
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""
+        raise RunFailed(f"Locust exited with code {code} and produced no stats; its last output:\n{tail}")
+
+
+def _render(run: Run, raw_path: Path, title: str) -> None:
+    if not raw_path.exists() or raw_path.stat().st_size == 0:
+        run.data["profile_error"] = "py-spy wrote no profile (see server.log)"
+        return
+    run.artefact("profile_raw", raw_path)
+    try:
+        profile = read_raw(raw_path)
+    except ProfileFormatError as exc:
+        run.data["profile_error"] = str(exc)
+        return
+    analysis = analyse_profile(profile, routes_file=run.dir / "routes.json")
+    run.data["analysis"] = analysis
+    busy = analysis["loop"]["busy_share"]
+    extra = f"Event loop busy {busy:.0%} of its samples." if busy is not None else ""
+    for key, name, on_cpu in (
+        ("flamegraph", "flamegraph.svg", False),
+        ("flamegraph_cpu", "flamegraph-cpu.svg", True),
+    ):
+        path = run.dir / name
+        path.write_text(
+            render_flamegraph(
+                profile,
+                f"{title} — {'on-CPU' if on_cpu else 'all threads, idle included'}",
+                on_cpu_only=on_cpu,
+                subtitle_extra=extra,
+            ),
+            encoding="utf-8",
+        )
+        run.artefact(key, path)
+    speedscope = run.dir / "profile.speedscope.json"
+    write_json(speedscope, to_speedscope(profile, title))
+    run.artefact("speedscope", speedscope)
+
+
+def _keep_what_was_gathered(run: Run, raw_path: Path, cfg: ProfileConfig, variant: str | None) -> None:
+    """After a failure or an interruption: keep Locust's outputs and render the partial profile."""
+    with contextlib.suppress(Exception):
+        run.data["stats"] = read_locust_stats(run.dir / "locust")
+    if cfg.profile and raw_path.exists():
+        with contextlib.suppress(Exception):
+            _render(run, raw_path, title=f"{variant or cfg.app} (partial)")
+    run.save()
+
+
+def run_profile(cfg: ProfileConfig, progress: Progress) -> Path:
+    """The whole job: one run, or one run per variant side by side; returns the run folder.
+
+    With variants, the folder holds one sub-folder per variant (each a complete run with its own
+    ``run.json``) and a ``run.json`` of kind ``suite`` that lists them.
+    """
+    cfg = cfg.validated()
+    variants = cfg.resolved_variants
+    name = cfg.scenario if cfg.locustfile is None else cfg.resolved_locustfile.stem
+    run_dir = new_run_dir(cfg.profiles_dir, name, cfg.out)
+    if cfg.out is None:
+        point_latest(cfg.profiles_dir, run_dir)
+    progress.note(f"run folder: {run_dir}")
+    if not variants:
+        run_once(cfg, run_dir, progress)
+        return run_dir
+    suite: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "suite",
+        "status": "incomplete",
+        "reason": None,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": cfg.to_dict(),
+        "env": loadlab_env(),
+        "versions": versions(),
+        "machine": machine(),
+        "variants": [],
+    }
+    write_json(run_dir / RUN_JSON, suite)
+    start = time.monotonic()
+    try:
+        for i, variant in enumerate(variants, 1):
+            progress.note(f"— variant {i}/{len(variants)}: {variant}")
+            vdir = run_dir / variant
+            vdir.mkdir()
+            entry: dict[str, Any] = {"name": variant, "dir": variant, "status": "incomplete"}
+            suite["variants"].append(entry)
+            try:
+                data = run_once(cfg.for_variant(variant), vdir, progress, variant=variant)
+            finally:
+                with contextlib.suppress(Exception):
+                    entry.update(_variant_summary(vdir))
+                write_json(run_dir / RUN_JSON, suite)
+            del data
+        suite["status"] = "complete"
+    except KeyboardInterrupt:
+        suite["status"] = "incomplete"
+        suite["reason"] = "interrupted"
+        raise
+    except Exception as exc:
+        suite["status"] = "failed"
+        suite["reason"] = str(exc).splitlines()[0]
+        raise
+    finally:
+        suite["timings_s"] = {"total": round(time.monotonic() - start, 3)}
+        write_json(run_dir / RUN_JSON, suite)
+    return run_dir
+
+
+def _variant_summary(vdir: Path) -> dict[str, Any]:
+    """The few figures of a variant that the suite's run.json repeats for a quick look."""
+    data = json.loads((vdir / RUN_JSON).read_text(encoding="utf-8"))
+    stats = {s["name"]: s for s in data.get("stats", [])}
+    loop = data.get("analysis", {}).get("loop", {})
+    blockers = loop.get("blockers") or [{}]
+    return {
+        "status": data["status"],
+        "reason": data.get("reason"),
+        "rps": stats.get("Aggregated", {}).get("rps"),
+        "loop_busy_share": loop.get("busy_share"),
+        "top_blocker": blockers[0].get("function"),
+    }
