@@ -33,6 +33,7 @@ class ProfileConfig:
     locustfile: Path | None = None  # default: loadtests/<scenario>_routes.py
     variants: tuple[str, ...] = ()  # each runs on its own server with Locust's ``-T <variant>``
     tags: tuple[str, ...] = ()
+    exclude_tags: tuple[str, ...] = ()
     users: int = 20
     spawn_rate: float = 20.0
     duration: float = 8.0
@@ -89,11 +90,12 @@ class ProfileConfig:
                 )
         return self
 
-    def for_variant(self, variant: str | None) -> ProfileConfig:
-        """The config of one variant's run: its tag selects the variant's tasks in the locustfile."""
-        if variant is None:
-            return self
-        return replace(self, variants=(variant,), tags=(variant,))
+    def for_variant(self, variant: str) -> ProfileConfig:
+        """The config of one variant's run: its tag selects the variant's tasks in the locustfile,
+        and the other variants' tags are excluded (a task may carry several, e.g. ``offload`` is
+        also ``threadpool``)."""
+        others = tuple(v for v in self.resolved_variants if v != variant)
+        return replace(self, variants=(variant,), tags=(variant,), exclude_tags=others)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -80,6 +80,7 @@ class Run:
             "artefacts": {},
             "stats": [],
             "timeseries": [],
+            "pids": {},
         }
         self._t0 = time.monotonic()
         self.save()
@@ -167,6 +168,8 @@ def _locust_argv(cfg: ProfileConfig, host: str, run_dir: Path) -> list[str]:
     ]  # writes locust.json
     if cfg.tags:
         argv += ["-T", *cfg.tags]
+    if cfg.exclude_tags:
+        argv += ["-E", *cfg.exclude_tags]
     return argv + list(cfg.locust_args)
 
 
@@ -202,6 +205,7 @@ def _poll_during_load(
         if live is not None:
             point["rps"], point["failures"] = live
         run.data["timeseries"].append(point)
+        run.save()  # once a second: an interrupted run keeps its time series
         left = max(0.0, cfg.duration - (time.monotonic() - start))
         rps = f"{point['rps']:.0f} req/s" if "rps" in point else "starting"
         lag = point.get("lag_ms", {}).get("max")
@@ -224,7 +228,10 @@ def run_once(
             env = dict(os.environ)
             if cfg.is_demo_app:
                 with run.phase("upstream", progress, "starting the upstream stub"):
-                    _, upstream_url = stack.enter_context(upstream_stub(log_path=run_dir / "upstream.log"))
+                    upstream, upstream_url = stack.enter_context(
+                        upstream_stub(log_path=run_dir / "upstream.log")
+                    )
+                    run.data["pids"]["upstream"] = upstream.pid
                     env["LOADLAB_UPSTREAM_URL"] = upstream_url
             port = free_port()
             base = f"http://{LOOPBACK}:{port}"
@@ -247,6 +254,9 @@ def run_once(
                     )
                 )
                 run.artefact("server_log", run_dir / "server.log")
+                if cfg.profile:
+                    run.data["pids"]["profiler"] = server.process.pid
+                run.data["pids"]["server"] = server.server_pid()
             with run.phase("ready", progress, "waiting for the app to answer"):
                 try:
                     wait_ready(
@@ -260,7 +270,7 @@ def run_once(
                     routes = client.get(f"{base}{prefix}/debug/routes").json()
                     write_json(run_dir / "routes.json", routes)
                     run.artefact("routes", run_dir / "routes.json")
-                run.data["server"] = {"pid": server.server_pid(), "url": base, "debug_prefix": prefix}
+                run.data["server"] = {"url": base, "debug_prefix": prefix}
                 run.data["canary_idle"] = _canary_idle(client, base + cfg.health_path)
             tags = f" -T {' '.join(cfg.tags)}" if cfg.tags else ""
             load_text = f"load: {cfg.users} users for {cfg.duration:g} s ({cfg.resolved_locustfile}{tags})"
@@ -276,6 +286,7 @@ def run_once(
                         log_path=run_dir / "locust.log",
                     )
                 )
+                run.data["pids"]["locust"] = locust.pid
                 _poll_during_load(run, locust, server, client, debug_url, cfg, progress)
                 run.data["locust_exit_code"] = locust.poll()
                 if prefix is not None:

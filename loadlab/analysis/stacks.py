@@ -11,6 +11,7 @@ A process-pool child appears as a second ``process`` segment under its parent's.
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import sysconfig
@@ -158,6 +159,10 @@ def parse_raw(lines: Iterable[str], source: str = "profile") -> Profile:
 
 
 def read_raw(path: str | Path) -> Profile:
+    """Read a raw profile file (gzip-compressed if its name ends in ``.gz``)."""
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+            return parse_raw(f, source=str(path))
     with open(path, encoding="utf-8", errors="replace") as f:
         return parse_raw(f, source=str(path))
 
@@ -262,9 +267,19 @@ def is_library_file(file: str) -> bool:
         or f.startswith("<")
         or "/site-packages/" in f
         or "/dist-packages/" in f
-        or f.startswith((_STDLIB, _LOADLAB))
         or "/lib/python3" in f
+        or f.startswith(_STDLIB)
+        or _is_loadlab_file(f)
     )
+
+
+def _is_loadlab_file(f: str) -> bool:
+    # loadlab's own frames (the instrumentation wraps every request), recognised even in a
+    # profile recorded from another checkout: the part after "/loadlab/" is one of our modules.
+    if f.startswith(_LOADLAB):
+        return True
+    _, sep, rest = f.rpartition("/loadlab/")
+    return bool(sep) and os.path.isfile(os.path.join(_LOADLAB, rest))
 
 
 def classify_sample(frames: tuple[Frame, ...], has_native: bool) -> SampleKind:

@@ -1,0 +1,109 @@
+"""Stack analysis on raw profiles recorded from real runs of the target app (tests/data/).
+
+io-blocking: 5 users on /io/blocking-sleep for 2 s; io-threadpool: the same on /io/threadpool-sleep.
+Both recorded by `loadlab profile` (py-spy 0.4.3, --native, uvloop, Python 3.11).
+"""
+
+from pathlib import Path
+
+import pytest
+
+from loadlab.analysis.stacks import (
+    Frame,
+    ProfileFormatError,
+    Role,
+    SampleKind,
+    classify_sample,
+    is_library_file,
+    parse_frame,
+    parse_raw,
+    read_raw,
+)
+from loadlab.analysis.summary import analyse_profile
+
+DATA = Path(__file__).parent / "data"
+ROUTES = DATA / "target-app.routes.json"
+
+
+def test_frames_python_and_native() -> None:
+    assert parse_frame("blocking_sleep (/app/target_app/routes/io.py:33)") == Frame(
+        "blocking_sleep", "/app/target_app/routes/io.py", 33
+    )
+    native = parse_frame("run_forever (/project/uvloop/loop.c:33192)")
+    assert native.native and native.line == 33192
+    assert parse_frame("0x7fb8989278ec (/usr/lib/x86_64-linux-gnu/libc.so.6)").native
+
+
+def test_command_line_with_semicolons_is_one_process() -> None:
+    line = (
+        'process 1:"python -m uvicorn a:app";process 7:"python -c from x import main;main(18)";'
+        "thread (7): MainThread;main (<string>:1) 3"
+    )
+    profile = parse_raw([line])
+    (thread,) = profile.threads.values()
+    assert (thread.key.pid, thread.parent_pid, thread.samples) == (7, 1, 3)
+
+
+def test_thread_roles_on_the_blocking_profile() -> None:
+    profile = read_raw(DATA / "io-blocking.raw.txt.gz")
+    roles = {t.role for t in profile.threads.values()}
+    assert Role.EVENT_LOOP in roles and Role.POOL_CHILD in roles
+    loops = [t for t in profile.threads.values() if t.role is Role.EVENT_LOOP]
+    assert len(loops) == 1 and loops[0].name == "MainThread"
+
+
+def test_blocking_handler_is_named_on_the_loop_thread() -> None:
+    analysis = analyse_profile(read_raw(DATA / "io-blocking.raw.txt.gz"), routes_file=ROUTES)
+    loop = analysis["loop"]
+    top = loop["blockers"][0]
+    assert top["function"] == "blocking_sleep"
+    assert top["route"] == "/io/blocking-sleep"
+    assert top["kind"] == "wait"  # time.sleep: clock_nanosleep at the native leaf
+    assert top["file"].endswith("target_app/routes/io.py")
+    assert top["share"] > 0.5
+    assert loop["busy_share"] >= top["share"]
+    assert analysis["threadpool"]["workers_seen"] == 0
+
+
+def test_threadpool_handler_runs_on_workers_not_the_loop() -> None:
+    analysis = analyse_profile(read_raw(DATA / "io-threadpool.raw.txt.gz"), routes_file=ROUTES)
+    assert analysis["loop"]["busy_share"] < 0.2
+    assert all(b["function"] != "threadpool_sleep" for b in analysis["loop"]["blockers"])
+    pool = analysis["threadpool"]
+    assert pool["workers_seen"] >= 5
+    assert pool["by_function"][0]["function"] == "threadpool_sleep"
+    assert pool["average_busy_workers"] > 1
+
+
+def test_analysis_is_deterministic() -> None:
+    a = analyse_profile(read_raw(DATA / "io-blocking.raw.txt.gz"), routes_file=ROUTES)
+    b = analyse_profile(read_raw(DATA / "io-blocking.raw.txt.gz"), routes_file=ROUTES)
+    assert a == b
+
+
+def test_classification_without_native_frames_is_unknown() -> None:
+    frames = (
+        Frame("Runner.run", "/usr/lib/python3.11/asyncio/runners.py", 118),
+        Frame("blocking_sleep", "/app/io.py", 33),
+    )
+    assert classify_sample(frames, has_native=False) is SampleKind.UNKNOWN
+    assert (
+        classify_sample((*frames, Frame("clock_nanosleep", "libc.so.6", None, True)), True) is SampleKind.WAIT
+    )
+    assert classify_sample((*frames, Frame("burn", "/app/x.py", 3)), True) is SampleKind.CPU
+
+
+def test_library_files() -> None:
+    assert is_library_file("/venv/lib/python3.11/site-packages/starlette/routing.py")
+    assert is_library_file("/root/.pyenv/versions/3.11.7/lib/python3.11/asyncio/runners.py")
+    assert is_library_file("/elsewhere/checkout/loadlab/instrument.py")
+    assert not is_library_file("/home/me/loadlab/target_app/routes/io.py")
+    assert not is_library_file("/srv/app/main.py")
+
+
+@pytest.mark.parametrize(
+    "text", ["no count here", "thread (1): Main;f (a.py:1) 3", 'process 1:"x";f (a.py:1) 3']
+)
+def test_malformed_profiles_are_refused_with_the_line(text: str) -> None:
+    with pytest.raises(ProfileFormatError, match=r"profile:1:"):
+        parse_raw([text])
