@@ -7,11 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 8000
 
-.PHONY: help profile test serve lint typecheck clean
+.PHONY: help profile test serve lint typecheck clean locust smoke
 
 help:
 	@echo "make profile    profile the target app under load (the main job)"
 	@echo "make test       run the test suite"
+	@echo "make locust     Locust web UI on 127.0.0.1:8089 with the app's event loop in extra tabs (SCENARIO=io|cpu|...)"
+	@echo "make smoke      short headless load tests with pass/fail budgets (CI); outputs in profiles/<run>/"
 	@echo "make serve      run the target app on 127.0.0.1:$(PORT) (with its upstream stub)"
 	@echo "make lint       ruff"
 	@echo "make typecheck  mypy --strict on loadlab/ and target_app/"
@@ -32,6 +34,13 @@ test: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/python -m target_app --port $(PORT)
+
+SCENARIO ?= io
+locust: $(STAMP)
+	$(BIN)/python -m loadlab.locust_ui --scenario $(SCENARIO) --app-port $(PORT)
+
+smoke: $(STAMP)
+	$(BIN)/python -m loadlab.smoke
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
