@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 8000
+SCENARIO ?= io
 
 .PHONY: help profile test serve lint typecheck clean locust smoke
 
@@ -26,8 +27,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
+# make profile [SCENARIO=io] [APP=mypkg.main:app LOCUSTFILE=my_locustfile.py] [USERS=20] [DURATION=8] [ARGS=...]
 profile: $(STAMP)
-	@echo "make profile: the orchestration (app under py-spy, driven by Locust, report in profiles/<run>/) is not built yet; make serve runs the app."; exit 1
+	$(BIN)/loadlab profile --scenario $(SCENARIO) $(if $(APP),--app $(APP)) $(if $(LOCUSTFILE),--locustfile $(LOCUSTFILE)) $(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION)) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -35,7 +37,6 @@ test: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/python -m target_app --port $(PORT)
 
-SCENARIO ?= io
 locust: $(STAMP)
 	$(BIN)/python -m loadlab.locust_ui --scenario $(SCENARIO) --app-port $(PORT)
 

@@ -211,9 +211,24 @@ class Stall:
     line: int | None
     route: str | None
     stack: list[str] = field(default_factory=list)
+    cpu_share: float | None = None  # share of the stall the loop thread spent on a CPU
+    kind: str = "unknown"  # "cpu" (computing) or "wait" (sleeping, I/O, a lock), when known
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def thread_cpu_ns(native_tid: int) -> int | None:
+    """CPU time a thread of this process has used, in ns (Linux ``schedstat``), else None."""
+    try:
+        with open(f"/proc/self/task/{native_tid}/schedstat", "rb") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# A stall whose loop thread was on a CPU for more than this share of it was computing.
+CPU_SHARE_FOR_CPU = 0.5
 
 
 class StallWatchdog:
@@ -232,6 +247,7 @@ class StallWatchdog:
         loop: asyncio.AbstractEventLoop,
         loop_thread_id: int,
         stall_ms: float = DEFAULT_STALL_MS,
+        loop_native_tid: int | None = None,
         route_for_task: Callable[[asyncio.Future[Any]], str | None] | None = None,
         route_for_code: Callable[[CodeType], str | None] | None = None,
         on_stall: Callable[[Stall], None] | None = None,
@@ -239,6 +255,7 @@ class StallWatchdog:
         self.probe = probe
         self.loop = loop
         self.loop_thread_id = loop_thread_id
+        self.loop_native_tid = loop_native_tid
         self.stall_s = stall_ms / 1000.0
         self.poll_s = min(0.010, self.stall_s / 4)
         self._route_for_task = route_for_task
@@ -274,9 +291,13 @@ class StallWatchdog:
                 frame = frame.f_back
         return frames, route
 
+    def _cpu_ns(self) -> int | None:
+        return thread_cpu_ns(self.loop_native_tid) if self.loop_native_tid is not None else None
+
     def _run(self) -> None:
         captured: tuple[list[FrameInfo], str | None] | None = None
         stalled_since = 0.0
+        cpu_start: tuple[float, int | None] = (0.0, None)
         while not self._stop.wait(self.poll_s):
             beat = self.probe.last_beat
             gap = time.monotonic() - beat
@@ -284,13 +305,28 @@ class StallWatchdog:
                 if gap >= self.stall_s:
                     captured = self._capture()
                     stalled_since = beat
+                    cpu_start = (time.monotonic(), self._cpu_ns())
             elif beat != stalled_since:
-                self._record(captured, duration_s=beat - stalled_since, since=stalled_since)
+                # How much of the stall (from its detection on) the loop thread spent on a CPU.
+                cpu_share = None
+                cpu_end, wall = self._cpu_ns(), time.monotonic() - cpu_start[0]
+                if cpu_start[1] is not None and cpu_end is not None and wall >= 0.02:
+                    cpu_share = min(1.0, (cpu_end - cpu_start[1]) / 1e9 / wall)
+                self._record(
+                    captured, duration_s=beat - stalled_since, since=stalled_since, cpu_share=cpu_share
+                )
                 captured = None
 
-    def _record(self, captured: tuple[list[FrameInfo], str | None], duration_s: float, since: float) -> None:
+    def _record(
+        self,
+        captured: tuple[list[FrameInfo], str | None],
+        duration_s: float,
+        since: float,
+        cpu_share: float | None = None,
+    ) -> None:
         frames, route = captured
         culprit = frames[0] if frames else None
+        kind = "unknown" if cpu_share is None else ("cpu" if cpu_share > CPU_SHARE_FOR_CPU else "wait")
         stall = Stall(
             started_at=round(time.time() - (time.monotonic() - since), 3),
             duration_ms=round(duration_s * 1000, 1),
@@ -299,6 +335,8 @@ class StallWatchdog:
             line=culprit.line if culprit else None,
             route=route,
             stack=[str(f) for f in frames],
+            cpu_share=None if cpu_share is None else round(cpu_share, 3),
+            kind=kind,
         )
         self.stalls.appendleft(stall)
         self.total += 1
@@ -386,6 +424,7 @@ class Instrumentation:
             loop,
             threading.get_ident(),
             self.stall_ms,
+            loop_native_tid=threading.get_native_id(),
             route_for_task=self._route_for_task,
             route_for_code=self._code_routes.get,
             on_stall=lambda s: self._stall_hist.observe(s.duration_ms / 1000),

@@ -27,7 +27,7 @@ def reanalyse(run_dir: Path) -> None:
         raw = d / RAW_PROFILE
         if not raw.exists():
             raise FileNotFoundError(f"{d} has no {RAW_PROFILE} (was it run with --no-profile?)")
-        analysis = analyse_profile(read_raw(raw), routes_file=d / "routes.json")
+        analysis = analyse_profile(read_raw(raw), routes_file=d / "routes.json", stalls=data.get("stalls"))
         data["analysis"] = analysis
         write_json(d / RUN_JSON, data)
 

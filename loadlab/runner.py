@@ -168,8 +168,6 @@ def _locust_argv(cfg: ProfileConfig, host: str, run_dir: Path) -> list[str]:
     ]  # writes locust.json
     if cfg.tags:
         argv += ["-T", *cfg.tags]
-    if cfg.exclude_tags:
-        argv += ["-E", *cfg.exclude_tags]
     return argv + list(cfg.locust_args)
 
 
@@ -352,7 +350,7 @@ def _render(run: Run, raw_path: Path, title: str) -> None:
     except ProfileFormatError as exc:
         run.data["profile_error"] = str(exc)
         return
-    analysis = analyse_profile(profile, routes_file=run.dir / "routes.json")
+    analysis = analyse_profile(profile, routes_file=run.dir / "routes.json", stalls=run.data.get("stalls"))
     run.data["analysis"] = analysis
     busy = analysis["loop"]["busy_share"]
     extra = f"Event loop busy {busy:.0%} of its samples." if busy is not None else ""

@@ -29,6 +29,7 @@ async def test_cpu_in_async_def_blocks_the_loop_and_is_named(server: Server) -> 
     # The innermost application frame is the work function; the handler is in the stack.
     assert stalls[0]["function"] == "burn_cpu"
     assert str(stalls[0]["file"]).endswith("target_app/work.py")
+    assert stalls[0]["kind"] == "cpu"  # the loop thread was computing, not waiting
     assert any("cpu_async" in frame for frame in stalls[0]["stack"])  # type: ignore[union-attr]
 
 

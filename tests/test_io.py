@@ -54,6 +54,7 @@ async def test_stall_watchdog_names_the_blocking_function(server: Server, route:
     assert str(latest["file"]).endswith("target_app/routes/io.py")
     assert isinstance(latest["line"], int)
     assert 240 <= float(str(latest["duration_ms"])) < 2000
+    assert latest["kind"] == "wait"  # time.sleep: the loop thread was off the CPU
 
 
 async def test_healthy_routes_cause_no_stall(server: Server) -> None:

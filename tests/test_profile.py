@@ -42,7 +42,15 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two variants of the default demonstration, short."""
     out = tmp_path_factory.mktemp("demo") / "run"
     result = loadlab(
-        "profile", "--variants", "blocking,threadpool", "--duration", "3", "--users", "10", "--out", str(out)
+        "profile",
+        "--variants",
+        "blocking-sleep,threadpool-sleep",
+        "--duration",
+        "3",
+        "--users",
+        "10",
+        "--out",
+        str(out),
     )
     assert result.returncode == 0, result.stderr + result.stdout
     return out
@@ -51,8 +59,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_demo_writes_every_artefact(demo: Path) -> None:
     suite = run_json(demo)
     assert suite["kind"] == "suite" and suite["status"] == "complete"
-    assert [v["name"] for v in suite["variants"]] == ["blocking", "threadpool"]
-    for variant in ("blocking", "threadpool"):
+    assert [v["name"] for v in suite["variants"]] == ["blocking-sleep", "threadpool-sleep"]
+    for variant in ("blocking-sleep", "threadpool-sleep"):
         data = run_json(demo / variant)
         assert data["schema_version"] == 1 and data["status"] == "complete"
         for key in ("flamegraph", "flamegraph_cpu", "speedscope", "profile_raw", "locust_html", "locust_csv"):
@@ -71,24 +79,27 @@ def test_demo_writes_every_artefact(demo: Path) -> None:
 
 
 def test_blocking_variant_blocks_on_the_loop_thread(demo: Path) -> None:
-    loop = run_json(demo / "blocking")["analysis"]["loop"]
+    loop = run_json(demo / "blocking-sleep")["analysis"]["loop"]
     assert loop["blockers"][0]["function"] == "blocking_sleep"
     assert loop["blockers"][0]["route"] == "/io/blocking-sleep"
+    assert loop["blockers"][0]["kind"] == "wait"  # from the stall watchdog: no native frames
     assert loop["busy_share"] > 0.4
 
 
 def test_threadpool_variant_runs_on_anyio_workers(demo: Path) -> None:
-    analysis = run_json(demo / "threadpool")["analysis"]
+    analysis = run_json(demo / "threadpool-sleep")["analysis"]
     assert analysis["threadpool"]["by_function"][0]["function"] == "threadpool_sleep"
     assert all(b["function"] != "threadpool_sleep" for b in analysis["loop"]["blockers"])
-    assert analysis["loop"]["busy_share"] < run_json(demo / "blocking")["analysis"]["loop"]["busy_share"]
+    assert (
+        analysis["loop"]["busy_share"] < run_json(demo / "blocking-sleep")["analysis"]["loop"]["busy_share"]
+    )
 
 
 def test_analyze_gives_the_same_answer_again(demo: Path) -> None:
-    before = run_json(demo / "blocking")["analysis"]
+    before = run_json(demo / "blocking-sleep")["analysis"]
     result = loadlab("analyze", str(demo))
     assert result.returncode == 0, result.stderr
-    assert run_json(demo / "blocking")["analysis"] == before
+    assert run_json(demo / "blocking-sleep")["analysis"] == before
     assert "blocking_sleep" in result.stdout
 
 

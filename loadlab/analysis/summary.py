@@ -91,8 +91,27 @@ def loop_blockers(
     return out
 
 
-def analyse_profile(profile: Profile, routes_file: Path | None = None) -> dict[str, Any]:
-    """The ``analysis`` section of ``run.json``."""
+def _kinds_from_stalls(blockers: list[dict[str, Any]], stalls: list[dict[str, Any]]) -> None:
+    """Without native frames a sample cannot tell waiting from computing; the app's stall
+    watchdog can (it read the loop thread's CPU time during each stall). Use its verdict."""
+    for blocker in blockers:
+        if blocker["kind"] != SampleKind.UNKNOWN.value:
+            continue
+        votes = Counter(
+            s.get("kind", "unknown")
+            for s in stalls
+            if s.get("function") == blocker["function"] and s.get("kind") in ("cpu", "wait")
+        )
+        if votes:
+            blocker["kind"] = votes.most_common(1)[0][0]
+            blocker["kind_from"] = "stall watchdog"
+
+
+def analyse_profile(
+    profile: Profile, routes_file: Path | None = None, stalls: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The ``analysis`` section of ``run.json``. ``stalls`` (the app's ``/debug/stalls``) fill in
+    waiting vs computing where the profile has no native frames."""
     native = has_native_frames(profile)
     routes = load_routes(routes_file)
     loop_keys = [k for k, t in profile.threads.items() if t.role is Role.EVENT_LOOP]
@@ -121,6 +140,8 @@ def analyse_profile(profile: Profile, routes_file: Path | None = None) -> dict[s
             app = innermost_app_frame(s.frames)
             worker_busy[app.name if app else "(library code)"] += s.count
     busy_workers = sum(worker_busy.values())
+    blockers = loop_blockers(loop_stacks, native, routes, loop_total)
+    _kinds_from_stalls(blockers, stalls or [])
 
     return {
         "native": native,
@@ -135,7 +156,7 @@ def analyse_profile(profile: Profile, routes_file: Path | None = None) -> dict[s
             "startup_samples": startup,
             "busy_share": round(busy / loop_total, 4) if loop_total else None,
             "kinds": {k: kinds.get(k, 0) for k in (m.value for m in SampleKind)},
-            "blockers": loop_blockers(loop_stacks, native, routes, loop_total),
+            "blockers": blockers,
         },
         "threadpool": {
             "workers_seen": len(workers),
