@@ -307,15 +307,27 @@ class StallWatchdog:
                     stalled_since = beat
                     cpu_start = (time.monotonic(), self._cpu_ns())
             elif beat != stalled_since:
-                # How much of the stall (from its detection on) the loop thread spent on a CPU.
-                cpu_share = None
-                cpu_end, wall = self._cpu_ns(), time.monotonic() - cpu_start[0]
-                if cpu_start[1] is not None and cpu_end is not None and wall >= 0.02:
-                    cpu_share = min(1.0, (cpu_end - cpu_start[1]) / 1e9 / wall)
-                self._record(
-                    captured, duration_s=beat - stalled_since, since=stalled_since, cpu_share=cpu_share
-                )
+                self._finish(captured, beat, stalled_since, cpu_start)
                 captured = None
+        # Stopped right after the loop resumed (a test ending on its blocking call): the stall was
+        # caught in the act and has ended, so record it rather than lose it.
+        beat = self.probe.last_beat
+        if captured is not None and beat != stalled_since:
+            self._finish(captured, beat, stalled_since, cpu_start)
+
+    def _finish(
+        self,
+        captured: tuple[list[FrameInfo], str | None],
+        beat: float,
+        stalled_since: float,
+        cpu_start: tuple[float, int | None],
+    ) -> None:
+        # How much of the stall (from its detection on) the loop thread spent on a CPU.
+        cpu_share = None
+        cpu_end, wall = self._cpu_ns(), time.monotonic() - cpu_start[0]
+        if cpu_start[1] is not None and cpu_end is not None and wall >= 0.02:
+            cpu_share = min(1.0, (cpu_end - cpu_start[1]) / 1e9 / wall)
+        self._record(captured, duration_s=beat - stalled_since, since=stalled_since, cpu_share=cpu_share)
 
     def _record(
         self,
