@@ -44,9 +44,7 @@ def main() -> None:
     show_default=True,
     help="The ASGI app, MODULE:ATTR (imported like uvicorn does).",
 )
-@click.option(
-    "--factory", envvar="LOADLAB_FACTORY", is_flag=True, help="--app is a factory returning the app."
-)
+@click.option("--factory", envvar="LOADLAB_FACTORY", is_flag=True, help="--app is a factory returning the app.")
 @click.option(
     "--scenario",
     envvar="LOADLAB_SCENARIO",
@@ -67,9 +65,7 @@ def main() -> None:
     help="Tags to run one after another, each on a fresh server (e.g. blocking,async).",
 )
 @click.option("--tags", "-T", envvar="LOADLAB_TAGS", help="Locust tags for a single run (e.g. blocking).")
-@click.option(
-    "--users", "-u", envvar="LOADLAB_USERS", type=click.IntRange(1, 10_000), default=20, show_default=True
-)
+@click.option("--users", "-u", envvar="LOADLAB_USERS", type=click.IntRange(1, 10_000), default=20, show_default=True)
 @click.option(
     "--spawn-rate",
     "-r",
@@ -96,6 +92,14 @@ def main() -> None:
     help="uvicorn worker processes.",
 )
 @click.option(
+    "--loop",
+    envvar="LOADLAB_LOOP",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    default="auto",
+    show_default=True,
+    help="uvicorn's event loop.",
+)
+@click.option(
     "--rate",
     envvar="LOADLAB_RATE",
     type=click.IntRange(1, 1000),
@@ -108,8 +112,7 @@ def main() -> None:
     envvar="LOADLAB_NATIVE",
     default=False,
     show_default=True,
-    help="Record native frames: shows the C call a thread waits in; costs up to ~40% throughput "
-    "on thread-heavy apps.",
+    help="Record native frames: shows the C call a thread waits in; costs up to ~40% throughput on thread-heavy apps.",
 )
 @click.option(
     "--nonblocking",
@@ -117,9 +120,7 @@ def main() -> None:
     is_flag=True,
     help="py-spy does not pause the app to sample (cheaper, less exact).",
 )
-@click.option(
-    "--no-profile", envvar="LOADLAB_NO_PROFILE", is_flag=True, help="Run the load test without py-spy."
-)
+@click.option("--no-profile", envvar="LOADLAB_NO_PROFILE", is_flag=True, help="Run the load test without py-spy.")
 @click.option(
     "--no-instrument",
     envvar="LOADLAB_NO_INSTRUMENT",
@@ -166,6 +167,7 @@ def profile(**opts: Any) -> None:
         spawn_rate=opts["spawn_rate"],
         duration=opts["duration"],
         workers=opts["workers"],
+        loop=opts["loop"],
         rate=opts["rate"],
         native=opts["native"],
         nonblocking=opts["nonblocking"],
@@ -182,9 +184,7 @@ def profile(**opts: Any) -> None:
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     except KeyboardInterrupt:
-        click.echo(
-            "interrupted: every child process was stopped; what was gathered is in the run folder", err=True
-        )
+        click.echo("interrupted: every child process was stopped; what was gathered is in the run folder", err=True)
         sys.exit(130)
     except (RunFailed, ProcessError, RunFolderError) as exc:
         click.echo(f"error: {exc}", err=True)
@@ -198,14 +198,44 @@ def profile(**opts: Any) -> None:
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def analyze(run_dir: Path) -> None:
     """Re-analyse a stored run (or every variant of a suite) from its raw profile."""
-    from loadlab.report import reanalyse, summary_text
+    from loadlab.report import reanalyse, render, summary_text
 
     try:
         reanalyse(run_dir)
+        render(run_dir)
     except (ValueError, OSError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     click.echo(summary_text(run_dir))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report(run_dir: Path) -> None:
+    """Re-render report.html/report.md (and a suite's comparison) from a stored run."""
+    from loadlab.report import render
+
+    try:
+        click.echo(render(run_dir))
+    except (ValueError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.command(name="compare")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for comparison.html/.md.")
+def compare_cmd(run_dirs: tuple[Path, ...], out: Path | None) -> None:
+    """Compare runs (a suite counts as its variants), each against the first; repeats of a
+    variant (same name) are summarised as median and range."""
+    from loadlab.report import write_comparison
+
+    target = out or (run_dirs[0] if len(run_dirs) == 1 else Path("profiles") / "comparison")
+    try:
+        click.echo(write_comparison(list(run_dirs), target))
+    except (ValueError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 @main.command()

@@ -49,6 +49,7 @@ class ProfileConfig:
     spawn_rate: float = 20.0
     duration: float = 8.0
     workers: int = 1
+    loop: str = "auto"  # uvicorn's --loop: auto (uvloop when installed), asyncio or uvloop
     rate: int = 100
     native: bool = False
     nonblocking: bool = False
@@ -96,9 +97,7 @@ class ProfileConfig:
             raise ConfigError(f"--out {self.out} already exists and is not an empty folder; pick a new one")
         for v in self.variants:
             if not re.fullmatch(r"[\w-]+", v):
-                raise ConfigError(
-                    f"--variants takes names of Locust tags (letters, digits, - and _); got {v!r}"
-                )
+                raise ConfigError(f"--variants takes names of Locust tags (letters, digits, - and _); got {v!r}")
         return self
 
     def for_variant(self, variant: str) -> ProfileConfig:

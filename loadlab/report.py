@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+from loadlab.analysis.compare import compare
 from loadlab.analysis.stacks import read_raw
 from loadlab.analysis.summary import analyse_profile
+from loadlab.analysis.theory import canary_damage, theory_table
+from loadlab.analysis.verdicts import verdicts
+from loadlab.render import html, markdown
 from loadlab.results import RUN_JSON, load_run, write_json
 
 RAW_PROFILE = "profile.raw.txt"
@@ -68,3 +73,57 @@ def summary_text(run_dir: Path) -> str:
     if (first / "flamegraph.svg").exists():
         lines.append(f"flame graphs: {first / 'flamegraph.svg'} (all threads), flamegraph-cpu.svg (on-CPU)")
     return "\n".join(lines)
+
+
+def render_run(run_dir: Path) -> Path:
+    """Write ``report.html`` and ``report.md`` of one run (not a suite) from its stored data;
+    also store the verdicts and the theory table in ``run.json`` for CI scripts."""
+    run = load_run(run_dir)
+    report = {"verdicts": verdicts(run), "theory": theory_table(run), "canary": canary_damage(run)}
+    (run_dir / "report.html").write_text(html.run_report(run_dir, run, report), encoding="utf-8")
+    (run_dir / "report.md").write_text(markdown.run_report(run, report), encoding="utf-8")
+    run["report"] = report
+    run.setdefault("artefacts", {}).update({"report_html": "report.html", "report_md": "report.md"})
+    write_json(run_dir / RUN_JSON, run)
+    return run_dir / "report.html"
+
+
+def render(run_dir: Path) -> Path:
+    """Re-render a stored run or suite: each run's report, and a suite's comparison."""
+    data = load_run(run_dir)
+    if data.get("kind") != "suite":
+        return render_run(run_dir)
+    for d in _run_dirs(run_dir):
+        render_run(d)
+    return write_comparison([run_dir], run_dir)
+
+
+def _named_runs(paths: list[Path]) -> list[tuple[str, Path]]:
+    out = []
+    for p in paths:
+        for d in _run_dirs(p):
+            data = load_run(d)
+            out.append((data.get("variant") or d.name, d))
+    return out
+
+
+def write_comparison(paths: list[Path], out_dir: Path) -> Path:
+    """Compare runs (suites expand to their variants); write comparison.html/.md into ``out_dir``."""
+    named = _named_runs(paths)
+    result = compare([(name, load_run(d)) for name, d in named])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    links: dict[str, str] = {}
+    for name, d in named:
+        report = d / "report.html"
+        if report.exists():
+            links.setdefault(name, os.path.relpath(report, out_dir))
+    # The first verdicts of each run (problems sort first), so the comparison's first screen
+    # says what blocked and what to do, not only how much faster a variant was.
+    findings: dict[str, list[dict[str, str]]] = {}
+    for name, d in named:
+        if name not in findings:
+            findings[name] = verdicts(load_run(d))
+    (out_dir / "comparison.html").write_text(html.comparison_report(result, links, findings), encoding="utf-8")
+    (out_dir / "comparison.md").write_text(markdown.comparison(result), encoding="utf-8")
+    write_json(out_dir / "comparison.json", result)
+    return out_dir / "comparison.html"

@@ -46,9 +46,7 @@ def new_run_dir(profiles_dir: Path, name: str, out: Path | None = None) -> Path:
     except RunFolderError:
         raise
     except OSError as exc:
-        raise RunFolderError(
-            f"cannot create a run folder under {out or profiles_dir}: {exc.strerror}"
-        ) from exc
+        raise RunFolderError(f"cannot create a run folder under {out or profiles_dir}: {exc.strerror}") from exc
     raise RunFolderError(f"too many runs named {stamp}-{name} in {profiles_dir}")
 
 
@@ -88,9 +86,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         raise UnknownSchemaError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise UnknownSchemaError(
-            f"{path} has schema_version {version!r}; this loadlab reads version {SCHEMA_VERSION}"
-        )
+        raise UnknownSchemaError(f"{path} has schema_version {version!r}; this loadlab reads version {SCHEMA_VERSION}")
     return data
 
 
@@ -137,6 +133,8 @@ def read_locust_stats(csv_prefix: Path) -> list[dict[str, Any]]:
                     "p50_ms": _num(row.get("50%")),
                     "p95_ms": _num(row.get("95%")),
                     "p99_ms": _num(row.get("99%")),
+                    "min_ms": _num(row.get("Min Response Time")),
+                    "avg_ms": _num(row.get("Average Response Time")),
                     "max_ms": _num(row.get("Max Response Time")),
                 }
             )

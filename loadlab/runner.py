@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from loadlab.analysis.stacks import ProfileFormatError, read_raw
 from loadlab.analysis.summary import analyse_profile
@@ -39,9 +40,11 @@ from loadlab.processes import (
 from loadlab.progress import Progress
 from loadlab.render.flamegraph import render_flamegraph
 from loadlab.render.speedscope import to_speedscope
+from loadlab.report import render_run, write_comparison
 from loadlab.results import (
     RUN_JSON,
     SCHEMA_VERSION,
+    load_run,
     machine,
     new_run_dir,
     point_latest,
@@ -53,6 +56,7 @@ from loadlab.wrap import USER_APP_PREFIX
 
 RAW_PROFILE = "profile.raw.txt"
 CANARY_IDLE_SAMPLES = 20
+PROFILE_STALL_MS = 25
 
 
 class RunFailed(RuntimeError):
@@ -112,6 +116,8 @@ class Run:
 
 def _server_command(cfg: ProfileConfig, port: int) -> tuple[list[str], dict[str, str]]:
     extra = ["--workers", str(cfg.workers)] if cfg.workers > 1 else []
+    if cfg.loop != "auto":
+        extra += ["--loop", cfg.loop]
     env: dict[str, str] = {}
     if cfg.instrument:
         env["LOADLAB_WRAP_APP"] = cfg.app
@@ -155,6 +161,28 @@ def _live_stats(csv_prefix: Path) -> tuple[float, int] | None:
     return None
 
 
+class _CpuMeter:
+    """CPU use of process trees (a server with its workers and pool children; Locust), in percent
+    of one core since the last reading — to tell when the CPU, not the model, was the limit."""
+
+    def __init__(self, roots: dict[str, int | None]) -> None:
+        self._roots = {k: v for k, v in roots.items() if v}
+        self._procs: dict[int, psutil.Process] = {}
+
+    def read(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for key, pid in self._roots.items():
+            total = 0.0
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(pid)
+                for proc in [root, *root.children(recursive=True)]:
+                    cached = self._procs.setdefault(proc.pid, proc)
+                    with contextlib.suppress(psutil.Error):
+                        total += cached.cpu_percent(None)
+            out[key] = round(total, 1)
+        return out
+
+
 def _locust_argv(cfg: ProfileConfig, host: str, run_dir: Path) -> list[str]:
     argv = [sys.executable, "-m", "locust", "-f", str(cfg.resolved_locustfile), "--headless"]
     argv += ["-u", str(cfg.users), "-r", f"{cfg.spawn_rate:g}", "-t", f"{cfg.duration:g}s", "-H", host]
@@ -185,6 +213,7 @@ def _poll_during_load(
     deadline = time.monotonic() + cfg.duration + 60
     start = time.monotonic()
     csv_prefix = run.dir / "locust"
+    cpu = _CpuMeter({"server_cpu_percent": run.data["pids"].get("server"), "locust_cpu_percent": locust.pid})
     while locust.poll() is None:
         if time.monotonic() > deadline:
             raise RunFailed(f"Locust did not finish within {cfg.duration + 60:g} s; stopped it")
@@ -199,6 +228,7 @@ def _poll_during_load(
                 point.update(client.get(debug_url, params={"window_s": 1}, timeout=2.0).json())
             except (httpx.HTTPError, ValueError):
                 point["unanswered"] = True  # the loop could not answer within 2 s: itself a finding
+        point.update(cpu.read())
         live = _live_stats(csv_prefix)
         if live is not None:
             point["rps"], point["failures"] = live
@@ -215,9 +245,7 @@ def _poll_during_load(
         time.sleep(max(0.0, 1.0 - (time.monotonic() - start) % 1.0))
 
 
-def run_once(
-    cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str | None = None
-) -> dict[str, Any]:
+def run_once(cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str | None = None) -> dict[str, Any]:
     """Profile one server under one load; return the run record (also in ``run_dir/run.json``)."""
     run = Run(run_dir, cfg, variant)
     raw_path = run_dir / RAW_PROFILE
@@ -226,30 +254,25 @@ def run_once(
             env = dict(os.environ)
             if cfg.is_demo_app:
                 with run.phase("upstream", progress, "starting the upstream stub"):
-                    upstream, upstream_url = stack.enter_context(
-                        upstream_stub(log_path=run_dir / "upstream.log")
-                    )
+                    upstream, upstream_url = stack.enter_context(upstream_stub(log_path=run_dir / "upstream.log"))
                     run.data["pids"]["upstream"] = upstream.pid
                     env["LOADLAB_UPSTREAM_URL"] = upstream_url
             port = free_port()
             base = f"http://{LOOPBACK}:{port}"
             server_argv, server_env = _server_command(cfg, port)
             env.update(server_env)
+            # The stall watchdog names loop blockers of 25 ms and more while profiling (its own
+            # default, 100 ms, would miss a 20 ms CPU call repeated back to back).
+            env.setdefault("LOADLAB_STALL_MS", str(PROFILE_STALL_MS))
             profiler = (
                 pyspy_argv(raw_path, rate=cfg.rate, native=cfg.native, nonblocking=cfg.nonblocking)
                 if cfg.profile
                 else None
             )
-            what = (
-                f"py-spy at {cfg.rate} Hz{' with --native' if cfg.native else ''}"
-                if cfg.profile
-                else "no profiler"
-            )
+            what = f"py-spy at {cfg.rate} Hz{' with --native' if cfg.native else ''}" if cfg.profile else "no profiler"
             with run.phase("server", progress, f"starting {cfg.app} on {base} ({what})"):
                 server = stack.enter_context(
-                    ProfiledServer(
-                        server_argv, profiler_argv=profiler, env=env, log_path=run_dir / "server.log"
-                    )
+                    ProfiledServer(server_argv, profiler_argv=profiler, env=env, log_path=run_dir / "server.log")
                 )
                 run.artefact("server_log", run_dir / "server.log")
                 if cfg.profile:
@@ -257,9 +280,7 @@ def run_once(
                 run.data["pids"]["server"] = server.server_pid()
             with run.phase("ready", progress, "waiting for the app to answer"):
                 try:
-                    wait_ready(
-                        server.process, base + cfg.health_path, timeout=cfg.ready_timeout, any_status=True
-                    )
+                    wait_ready(server.process, base + cfg.health_path, timeout=cfg.ready_timeout, any_status=True)
                 except ProcessError as exc:
                     raise RunFailed(str(exc)) from None
                 prefix = _debug_prefix(client, base) if cfg.instrument else None
@@ -273,9 +294,7 @@ def run_once(
             tags = f" -T {' '.join(cfg.tags)}" if cfg.tags else ""
             load_text = f"load: {cfg.users} users for {cfg.duration:g} s ({cfg.resolved_locustfile}{tags})"
             with run.phase("load", progress, load_text):
-                locust_env = dict(
-                    env, LOADLAB_HOST=base, LOADLAB_THRESHOLDS_OUT=str(run_dir / "thresholds.json")
-                )
+                locust_env = dict(env, LOADLAB_HOST=base, LOADLAB_THRESHOLDS_OUT=str(run_dir / "thresholds.json"))
                 locust = stack.enter_context(
                     ManagedProcess(
                         _locust_argv(cfg, base, run_dir),
@@ -298,10 +317,11 @@ def run_once(
                 run.data["leftover_pids"] = server.stop()
                 stack.close()
         _collect_locust(run, run_dir)
-        if cfg.profile:
-            with run.phase("rendering", progress, "rendering flame graphs"):
+        with run.phase("rendering", progress, "analysing, flame graphs and the report"):
+            if cfg.profile:
                 _render(run, raw_path, title=variant or cfg.app)
         run.finish("complete")
+        render_run(run_dir)  # reads the saved run.json, adds the verdicts and theory to it
     except KeyboardInterrupt:
         run.finish("incomplete", f"interrupted during {run.data['phase']}")
         _keep_what_was_gathered(run, raw_path, cfg, variant)
@@ -314,7 +334,7 @@ def run_once(
         run.finish("failed", f"{type(exc).__name__}: {exc}")
         _keep_what_was_gathered(run, raw_path, cfg, variant)
         raise
-    return run.data
+    return load_run(run_dir)  # with the report added
 
 
 def _collect_locust(run: Run, run_dir: Path) -> None:
@@ -382,6 +402,8 @@ def _keep_what_was_gathered(run: Run, raw_path: Path, cfg: ProfileConfig, varian
         with contextlib.suppress(Exception):
             _render(run, raw_path, title=f"{variant or cfg.app} (partial)")
     run.save()
+    with contextlib.suppress(Exception):
+        render_run(run.dir)
 
 
 def run_profile(cfg: ProfileConfig, progress: Progress) -> Path:
@@ -429,6 +451,8 @@ def run_profile(cfg: ProfileConfig, progress: Progress) -> Path:
                 write_json(run_dir / RUN_JSON, suite)
             del data
         suite["status"] = "complete"
+        write_json(run_dir / RUN_JSON, suite)
+        progress.note(f"comparison: {write_comparison([run_dir], run_dir)}")
     except KeyboardInterrupt:
         suite["status"] = "incomplete"
         suite["reason"] = "interrupted"

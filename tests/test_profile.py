@@ -63,7 +63,8 @@ def test_demo_writes_every_artefact(demo: Path) -> None:
     for variant in ("blocking-sleep", "threadpool-sleep"):
         data = run_json(demo / variant)
         assert data["schema_version"] == 1 and data["status"] == "complete"
-        for key in ("flamegraph", "flamegraph_cpu", "speedscope", "profile_raw", "locust_html", "locust_csv"):
+        keys = ("flamegraph", "flamegraph_cpu", "speedscope", "profile_raw", "locust_html", "locust_csv")
+        for key in (*keys, "report_html", "report_md"):
             assert (demo / variant / data["artefacts"][key]).stat().st_size > 0, key
         names = {s["name"] for s in data["stats"]}
         assert "Aggregated" in names
@@ -78,6 +79,64 @@ def test_demo_writes_every_artefact(demo: Path) -> None:
         assert speedscope["profiles"][0]["name"].startswith("event loop")
 
 
+def test_demo_ends_with_a_comparison_that_ranks_the_variants(demo: Path) -> None:
+    comparison = json.loads((demo / "comparison.json").read_text())
+    rows = {r["name"]: r for r in comparison["rows"]}
+    assert comparison["baseline"] == "blocking-sleep"
+    # 10 users on 50 ms: the loop-blocking route is capped near 20 req/s, the threadpool one not.
+    assert rows["threadpool-sleep"]["rps_ratio"] > 4 and rows["threadpool-sleep"]["rps_significant"]
+    assert rows["threadpool-sleep"]["loop_busy"]["median"] < rows["blocking-sleep"]["loop_busy"]["median"]
+    assert "× the throughput of blocking-sleep" in rows["threadpool-sleep"]["sentence"]
+    assert (demo / "comparison.html").exists() and (demo / "comparison.md").exists()
+
+
+def test_theory_matches_the_blocking_measurement(demo: Path) -> None:
+    (row,) = run_json(demo / "blocking-sleep")["report"]["theory"]
+    assert row["model"] == "loop-blocking"
+    assert 0.6 <= row["ratio"] <= 1.3  # Little's law: 1 / 50 ms = 20 req/s
+
+
+CHROMIUM = os.environ.get("LOADLAB_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no browser: {CHROMIUM} is absent (apt-get install chromium)")
+def test_html_report_renders_every_section(demo: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_webui import CHROMIUM_ARGS
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+            page.goto((demo / "blocking-sleep" / "report.html").as_uri())
+            for section in ("verdicts", "charts", "theory", "canary", "stats", "flamegraphs"):
+                assert page.locator(f"#{section}").count() == 1, section
+            images = page.locator("img")
+            assert images.count() >= 5  # four charts and the flame graphs
+            widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+            assert all(w > 0 for w in widths), widths  # every embedded image decodes
+            assert "blocking_sleep" in page.locator(".v.problem").first.inner_text()
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+            page.goto((demo / "comparison.html").as_uri())
+            assert "threadpool-sleep" in page.locator("body").inner_text()
+        finally:
+            browser.close()
+
+
+def test_cpu_in_async_def_is_named_as_computing(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env = dict(os.environ, LOADLAB_WORK="40")  # 40 ms calls: over the watchdog's 25 ms threshold
+    result = subprocess.run(
+        [sys.executable, "-m", "loadlab", "profile", "--scenario", "cpu", "-T", "async", "--duration", "3",
+         "--users", "3", "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    top = run_json(out)["analysis"]["loop"]["blockers"][0]
+    assert (top["function"], top["kind"], top["route"]) == ("burn_cpu", "cpu", "/cpu/async")
+
+
 def test_blocking_variant_blocks_on_the_loop_thread(demo: Path) -> None:
     loop = run_json(demo / "blocking-sleep")["analysis"]["loop"]
     assert loop["blockers"][0]["function"] == "blocking_sleep"
@@ -90,9 +149,7 @@ def test_threadpool_variant_runs_on_anyio_workers(demo: Path) -> None:
     analysis = run_json(demo / "threadpool-sleep")["analysis"]
     assert analysis["threadpool"]["by_function"][0]["function"] == "threadpool_sleep"
     assert all(b["function"] != "threadpool_sleep" for b in analysis["loop"]["blockers"])
-    assert (
-        analysis["loop"]["busy_share"] < run_json(demo / "blocking-sleep")["analysis"]["loop"]["busy_share"]
-    )
+    assert analysis["loop"]["busy_share"] < run_json(demo / "blocking-sleep")["analysis"]["loop"]["busy_share"]
 
 
 def test_analyze_gives_the_same_answer_again(demo: Path) -> None:
@@ -151,9 +208,7 @@ def test_a_users_own_app_is_profiled_without_edits(tmp_path: Path) -> None:
 
 def test_no_profile_runs_the_load_without_py_spy(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = loadlab(
-        "profile", "--no-profile", "-T", "async", "--duration", "2", "--users", "5", "--out", str(out)
-    )
+    result = loadlab("profile", "--no-profile", "-T", "async", "--duration", "2", "--users", "5", "--out", str(out))
     assert result.returncode == 0, result.stderr
     data = run_json(out)
     assert data["status"] == "complete" and "analysis" not in data

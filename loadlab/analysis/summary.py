@@ -133,12 +133,18 @@ def analyse_profile(
 
     per_thread = max((t.samples for t in profile.threads.values()), default=0)
     worker_busy: Counter[str] = Counter()
+    worker_locked: Counter[str] = Counter()
+    worker_routes: dict[str, Counter[str | None]] = {}
     workers = [t for t in profile.threads.values() if t.role is Role.ANYIO_WORKER]
     for s in profile.stacks:
         thread = profile.threads[s.thread]
         if thread.role is Role.ANYIO_WORKER and not _worker_waiting_for_work(s.frames, native, thread):
             app = innermost_app_frame(s.frames)
-            worker_busy[app.name if app else "(library code)"] += s.count
+            name = app.name if app else "(library code)"
+            worker_busy[name] += s.count
+            worker_routes.setdefault(name, Counter())[_handler(s.frames, routes)[1]] += s.count
+            if _waits_on_lock_or_queue(s.frames):
+                worker_locked[name] += s.count
     busy_workers = sum(worker_busy.values())
     blockers = loop_blockers(loop_stacks, native, routes, loop_total)
     _kinds_from_stalls(blockers, stalls or [])
@@ -162,11 +168,30 @@ def analyse_profile(
             "workers_seen": len(workers),
             "average_busy_workers": round(busy_workers / per_thread, 2) if per_thread else 0.0,
             "by_function": [
-                {"function": f, "average_busy_workers": round(n / per_thread, 2) if per_thread else 0.0}
+                {
+                    "function": f,
+                    "route": worker_routes[f].most_common(1)[0][0],
+                    "average_busy_workers": round(n / per_thread, 2) if per_thread else 0.0,
+                    # Share of this function's busy samples spent waiting for a lock or a queue:
+                    # high when a resource pool, not the threads, is what requests queue for.
+                    "lock_wait_share": round(worker_locked[f] / n, 3) if n else 0.0,
+                }
                 for f, n in worker_busy.most_common(TOP_BLOCKERS)
             ],
         },
     }
+
+
+def _waits_on_lock_or_queue(frames: tuple[Frame, ...]) -> bool:
+    """The innermost Python frame is a stdlib queue get or lock acquire/wait."""
+    for frame in reversed(frames):
+        if frame.native:
+            continue
+        f = frame.file.replace("\\", "/")
+        return (f.endswith("/queue.py") and frame.name.endswith(("get", "put"))) or (
+            f.endswith("/threading.py") and frame.name.endswith(("wait", "acquire"))
+        )
+    return False
 
 
 def _worker_waiting_for_work(frames: tuple[Frame, ...], native: bool, thread: Any) -> bool:

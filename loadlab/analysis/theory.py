@@ -1,0 +1,142 @@
+"""What throughput each endpoint should have reached, by Little's law, next to what it did.
+
+Little's law: throughput = requests in service at once / time each one takes. The execution model
+decides how many can be in service at once:
+
+===================  ===========================================  ==============================
+model                in service at once (per server worker)       ceiling (req/s, all workers)
+===================  ===========================================  ==============================
+loop-blocking        1 — the loop serves one request at a time    workers / S
+threadpool           min(users, thread tokens)                    min(users, tokens) × workers / S
+async                users (the loop interleaves them all)        users / S
+cpu (GIL)            1 — one thread computes at a time            workers / S
+process pool         min(pool processes, cores)                   min(pool, cores) / S
+===================  ===========================================  ==============================
+
+and never more than ``users / S`` in a closed model (each user waits for its answer). ``S``, the
+service time, is the fastest response Locust saw for the endpoint: a request that did not queue.
+The model an endpoint *followed* is inferred from where its samples ran in the profile.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+CANARY_MARKERS = ("canary",)
+# Beyond this share of one core, the server process itself was the limit.
+SERVER_CPU_LIMIT = 90.0
+GENERATOR_CPU_LIMIT = 90.0
+# A route whose handler held the loop for this share of loop samples followed the blocking model.
+BLOCKING_SHARE = 0.05
+
+
+def is_canary(name: str) -> bool:
+    return any(m in name for m in CANARY_MARKERS) or name == "/health"
+
+
+def infer_model(route: str, analysis: dict[str, Any] | None) -> str:
+    """Which execution model the route followed, from where its samples ran."""
+    if not analysis:
+        return "unknown"
+    for b in analysis["loop"]["blockers"]:
+        if b.get("route") == route and b["share"] >= BLOCKING_SHARE:
+            return "cpu (GIL)" if b["kind"] == "cpu" else "loop-blocking"
+    for f in analysis["threadpool"]["by_function"]:
+        if f.get("route") == route and f["average_busy_workers"] > 0.05:
+            return "threadpool"
+    pool_children = [t for t in analysis.get("threads", []) if t["role"] == "process-pool child"]
+    if "process" in route and pool_children:
+        return "process pool"
+    return "async"
+
+
+def ceiling(model: str, service_s: float, users: int, tokens: int, workers: int, pool: int) -> float | None:
+    """The model's throughput ceiling in req/s (Little's law), capped by the closed-model bound."""
+    if service_s <= 0:
+        return None
+    cores = os.cpu_count() or 1
+    closed = users / service_s
+    by_model = {
+        "loop-blocking": workers / service_s,
+        "cpu (GIL)": workers / service_s,
+        "threadpool": min(users, tokens) * workers / service_s,
+        "async": users / service_s,
+        "process pool": min(pool, cores) / service_s,
+    }.get(model)
+    return None if by_model is None else min(by_model, closed)
+
+
+def thread_tokens(run: dict[str, Any]) -> int:
+    """The threadpool's size during the run, as the app reported it (AnyIO's default: 40)."""
+    totals = [p["threadpool"]["total"] for p in run.get("timeseries", []) if isinstance(p.get("threadpool"), dict)]
+    return int(totals[-1]) if totals else 40
+
+
+def _max_point(timeseries: list[dict[str, Any]], key: str) -> float | None:
+    values = [p[key] for p in timeseries if isinstance(p.get(key), int | float)]
+    return max(values) if values else None
+
+
+def theory_table(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per endpoint (the canary and Locust's Aggregated row aside): model, service time,
+    predicted ceiling, measured, measured/predicted, and what limited it if not the model."""
+    cfg = run.get("config", {})
+    stats = [s for s in run.get("stats", []) if s["name"] != "Aggregated" and not is_canary(s["name"])]
+    analysis = run.get("analysis")
+    series = run.get("timeseries", [])
+    tokens = thread_tokens(run)
+    workers = int(cfg.get("workers", 1))
+    pool = int(run.get("env", {}).get("LOADLAB_PROCESS_WORKERS", os.cpu_count() or 1))
+    # The canary is one of the users; the rest share the endpoints evenly.
+    users = max(1, (int(cfg.get("users", 1)) - 1) // max(1, len(stats)))
+    server_cpu = _max_point(series, "server_cpu_percent")
+    generator_cpu = _generator_cpu(run)
+    rows = []
+    for s in stats:
+        service_s = (s.get("min_ms") or 0) / 1000
+        model = infer_model(s["name"], analysis)
+        predicted = ceiling(model, service_s, users, tokens, workers, pool) if service_s else None
+        ratio = s["rps"] / predicted if predicted else None
+        limit = None
+        if generator_cpu is not None and generator_cpu >= GENERATOR_CPU_LIMIT:
+            limit = f"load generator CPU {generator_cpu:.0f}%"
+        elif ratio is not None and ratio < 0.8 and server_cpu is not None and server_cpu >= SERVER_CPU_LIMIT:
+            limit = f"server CPU {server_cpu:.0f}%"
+        rows.append(
+            {
+                "endpoint": s["name"],
+                "model": model,
+                "service_ms": round(service_s * 1000, 2) if service_s else None,
+                "users": users,
+                "predicted_rps": round(predicted, 1) if predicted else None,
+                "measured_rps": s["rps"],
+                "ratio": round(ratio, 3) if ratio is not None else None,
+                "limited_by": limit,
+            }
+        )
+    return rows
+
+
+def _generator_cpu(run: dict[str, Any]) -> float | None:
+    for check in (run.get("thresholds") or {}).get("checks", []):
+        if check.get("name") == "load generator CPU" and isinstance(check.get("measured"), int | float):
+            return float(check["measured"])
+    return _max_point(run.get("timeseries", []), "locust_cpu_percent")
+
+
+def canary_damage(run: dict[str, Any]) -> dict[str, Any] | None:
+    """The canary's latency under load against its idle baseline, as a factor."""
+    idle = run.get("canary_idle")
+    row = next((s for s in run.get("stats", []) if is_canary(s["name"])), None)
+    if not idle or not row or not row.get("p50_ms"):
+        return None
+    base = max(idle["p50_ms"], 0.1)
+    return {
+        "endpoint": row["name"],
+        "idle_p50_ms": idle["p50_ms"],
+        "load_p50_ms": row["p50_ms"],
+        "load_p99_ms": row["p99_ms"],
+        "p50_factor": round(row["p50_ms"] / base, 1),
+        "p99_factor": round((row["p99_ms"] or 0) / base, 1),
+    }

@@ -1,0 +1,131 @@
+"""Charts of a run with matplotlib, as PNG bytes for embedding in a self-contained HTML page."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+SIZE = (7.2, 2.6)
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def locust_history(csv_path: Path) -> list[dict[str, float]]:
+    """Locust's ``_stats_history.csv`` Aggregated rows: seconds since start, rps, percentiles."""
+    if not csv_path.exists():
+        return []
+    points, t0 = [], None
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row.get("Name") != "Aggregated":
+                continue
+            t = float(row["Timestamp"])
+            t0 = t if t0 is None else t0
+
+            points.append(
+                {
+                    "t": t - t0,
+                    "rps": _float(row, "Requests/s"),
+                    "p50": _float(row, "50%"),
+                    "p95": _float(row, "95%"),
+                    "p99": _float(row, "99%"),
+                    "users": _float(row, "User Count"),
+                }
+            )
+    return points
+
+
+def _float(row: dict[str, str], key: str) -> float:
+    try:
+        return float(row[key])
+    except (KeyError, ValueError):
+        return float("nan")  # Locust writes N/A before the first response
+
+
+def throughput_chart(history: list[dict[str, float]]) -> bytes | None:
+    if not history:
+        return None
+    t = [p["t"] for p in history]
+    fig, ax = plt.subplots(figsize=SIZE)
+    ax.plot(t, [p["rps"] for p in history], color="#1f77b4", label="requests/s")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("requests/s", color="#1f77b4")
+    ax2 = ax.twinx()
+    for key, color in (("p50", "#2ca02c"), ("p95", "#ff7f0e"), ("p99", "#d62728")):
+        ax2.plot(t, [p[key] for p in history], color=color, linestyle="--", label=f"{key} ms")
+    ax2.set_ylabel("latency (ms)")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="upper left", fontsize=7, ncol=4, framealpha=0.8)
+    ax.set_title("Throughput and latency (Locust, all endpoints)", fontsize=10)
+    return _png(fig)
+
+
+def loop_chart(series: list[dict[str, Any]]) -> bytes | None:
+    pts = [p for p in series if isinstance(p.get("lag_ms"), dict)]
+    if not pts:
+        return None
+    t = [p["t"] for p in pts]
+    fig, ax = plt.subplots(figsize=SIZE)
+    ax.plot(t, [p["lag_ms"]["p99"] for p in pts], color="#ff7f0e", label="loop lag p99 (ms)")
+    ax.plot(t, [p["lag_ms"]["max"] for p in pts], color="#d62728", label="loop lag max (ms)")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("ms late")
+    ax.set_title("Event-loop lag, each second (how late a 10 ms timer fired)", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def threadpool_chart(series: list[dict[str, Any]]) -> bytes | None:
+    pts = [p for p in series if isinstance(p.get("threadpool"), dict)]
+    if not pts:
+        return None
+    t = [p["t"] for p in pts]
+    fig, ax = plt.subplots(figsize=SIZE)
+    ax.plot(t, [p["threadpool"]["borrowed"] for p in pts], color="#1f77b4", label="threads busy")
+    ax.plot(t, [p["threadpool"]["total"] for p in pts], color="#7f7f7f", linestyle=":", label="thread limit")
+    ax.plot(t, [p["threadpool"]["waiting"] for p in pts], color="#d62728", label="tasks waiting for a thread")
+    ax.set_xlabel("seconds")
+    ax.set_title("AnyIO threadpool occupancy and queue", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def blockers_chart(blockers: list[dict[str, Any]]) -> bytes | None:
+    rows = [b for b in blockers if b["share"] > 0][:8]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(SIZE[0], 0.45 * len(rows) + 1.0))
+    colors = {"wait": "#2ca02c", "cpu": "#d62728", "unknown": "#7f7f7f"}
+    labels = [f"{b['function']} ({b['kind']})" for b in rows][::-1]
+    ax.barh(
+        labels,
+        [100 * b["share"] for b in rows][::-1],
+        color=[colors.get(b["kind"], "#7f7f7f") for b in rows][::-1],
+    )
+    ax.set_xlabel("% of event-loop samples")
+    ax.set_xlim(0, 100)
+    ax.set_title("What the event loop was running (not waiting for I/O)", fontsize=10)
+    return _png(fig)
+
+
+def comparison_chart(names: list[str], values: list[float], label: str) -> bytes | None:
+    if not names:
+        return None
+    fig, ax = plt.subplots(figsize=(SIZE[0], 0.45 * len(names) + 1.0))
+    ax.barh(names[::-1], values[::-1], color="#1f77b4")
+    ax.set_xlabel(label)
+    return _png(fig)
