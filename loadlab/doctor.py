@@ -80,9 +80,7 @@ def _attach_check(binary: str | None) -> Check:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=dict(os.environ))
         except subprocess.TimeoutExpired:
-            return Check(
-                name, False, "py-spy did not finish within 30 s", "run `py-spy record -- python -c 1` by hand"
-            )
+            return Check(name, False, "py-spy did not finish within 30 s", "run `py-spy record -- python -c 1` by hand")
         if out.exists() and out.stat().st_size > 0:
             return Check(name, True, "recorded a 1 s test profile")
         message = (proc.stderr or proc.stdout).strip().splitlines()

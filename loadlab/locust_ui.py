@@ -47,9 +47,7 @@ def locustfile_for(scenario: str) -> Path:
         return as_path.resolve()
     candidate = LOADTESTS / f"{scenario}_routes.py"
     if not candidate.is_file():
-        raise ScenarioError(
-            f"no scenario {scenario!r}; choose one of {', '.join(scenarios())} or a locustfile path"
-        )
+        raise ScenarioError(f"no scenario {scenario!r}; choose one of {', '.join(scenarios())} or a locustfile path")
     return candidate
 
 
@@ -107,9 +105,7 @@ def run(config: UiConfig) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with upstream_stub() as (_, upstream_url):
-            with uvicorn_server(
-                config.app, port=config.app_port, env=app_env(upstream_url), name="target app"
-            ) as (
+            with uvicorn_server(config.app, port=config.app_port, env=app_env(upstream_url), name="target app") as (
                 _,
                 base_url,
             ):

@@ -73,9 +73,7 @@ class ManagedProcess:
         self.env = dict(os.environ if env is None else env)
         self.cwd = cwd
         self._own_log = log_path is None
-        self.log_path = (
-            Path(log_path) if log_path else Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
-        )
+        self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
         self.stop_ladder = tuple(stop_ladder)
         self.popen: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
@@ -172,8 +170,7 @@ def wait_ready(process: ManagedProcess, url: str, timeout: float = 30.0, any_sta
             code = process.poll()
             if code is not None:
                 raise ProcessError(
-                    f"{process.name} exited with code {code} before it was ready; its last output:\n"
-                    f"{process.tail()}"
+                    f"{process.name} exited with code {code} before it was ready; its last output:\n{process.tail()}"
                 )
             with contextlib.suppress(httpx.HTTPError):
                 status = client.get(url).status_code
@@ -181,8 +178,7 @@ def wait_ready(process: ManagedProcess, url: str, timeout: float = 30.0, any_sta
                     return time.monotonic() - start
             if time.monotonic() > deadline:
                 raise ProcessError(
-                    f"{process.name} did not answer {url} within {timeout:g} s; its last output:\n"
-                    f"{process.tail()}"
+                    f"{process.name} did not answer {url} within {timeout:g} s; its last output:\n{process.tail()}"
                 )
             time.sleep(0.05)
 
@@ -232,9 +228,7 @@ def pyspy_binary() -> str | None:
     return str(candidate) if candidate.exists() else shutil.which("py-spy")
 
 
-def pyspy_argv(
-    output: Path, *, rate: int = 100, native: bool = False, nonblocking: bool = False
-) -> list[str]:
+def pyspy_argv(output: Path, *, rate: int = 100, native: bool = False, nonblocking: bool = False) -> list[str]:
     """``py-spy record`` in raw (folded) format with every thread, idle ones included, and every
     subprocess; the server's command line follows after ``--``."""
     binary = pyspy_binary()

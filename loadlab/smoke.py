@@ -75,9 +75,7 @@ class StepResult:
             return [f"no verdict written (Locust exited {self.exit_code}; see {self.folder / 'locust.log'})"]
         checks = self.verdict.get("checks", [])
         assert isinstance(checks, list)
-        return [
-            f"{c['name']}: measured {c['measured']}, budget {c['budget']}" for c in checks if not c["passed"]
-        ]
+        return [f"{c['name']}: measured {c['measured']}, budget {c['budget']}" for c in checks if not c["passed"]]
 
 
 def locust_command(step: Step, host: str, folder: Path) -> list[str]:
@@ -182,9 +180,7 @@ def run(variant: str, run_dir: Path, app: str = "target_app.main:app") -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadlab.smoke", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--variant", choices=sorted(SUITES), default=os.environ.get("SMOKE_VARIANT", "healthy")
-    )
+    parser.add_argument("--variant", choices=sorted(SUITES), default=os.environ.get("SMOKE_VARIANT", "healthy"))
     parser.add_argument("--out", type=Path, default=Path("profiles"), help="parent folder of the run folder")
     parser.add_argument("--run", default=None, help="run folder name (default: smoke-<variant>-<timestamp>)")
     args = parser.parse_args(argv)

@@ -48,17 +48,13 @@ logger = logging.getLogger("loadlab.thresholds")
 def _add_arguments(parser: LocustArgumentParser, **_: Any) -> None:
     def flag(name: str, help_text: str, **kwargs: Any) -> None:
         env = "LOADLAB_" + name.upper().replace("-", "_")
-        parser.add_argument(
-            f"--{name}", env_var=env, help=f"loadlab: {help_text}", include_in_web_ui=False, **kwargs
-        )
+        parser.add_argument(f"--{name}", env_var=env, help=f"loadlab: {help_text}", include_in_web_ui=False, **kwargs)
 
     flag("p95-ms", "p95 budget of every row, in ms (unset: not checked)", type=float, default=None)
     flag("p99-ms", "p99 budget of every row, in ms (unset: not checked)", type=float, default=None)
     flag("endpoint-budgets", "per-row budgets, 'NAME:p95=120,p99=250;NAME2:p99=400'", default="")
     flag("fail-ratio", "share of failed requests allowed (default 0.01)", type=float, default=0.01)
-    flag(
-        "loop-lag-p99-ms", "event-loop lag p99 budget in ms, read from /debug/loop", type=float, default=None
-    )
+    flag("loop-lag-p99-ms", "event-loop lag p99 budget in ms, read from /debug/loop", type=float, default=None)
     flag(
         "max-generator-cpu",
         "Locust CPU %% above which the run is invalid (default 90)",

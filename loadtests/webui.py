@@ -96,8 +96,7 @@ def internals_rows(state: appstate.AppState) -> list[dict[str, str]]:
             "metric": "Polled",
             "now": f"{age:.0f} s ago",
             "worst": "",
-            "meaning": f"pid {loop.get('pid', '?')}"
-            + (f"; last poll failed: {state.error}" if state.error else ""),
+            "meaning": f"pid {loop.get('pid', '?')}" + (f"; last poll failed: {state.error}" if state.error else ""),
         },
     ]
     return rows

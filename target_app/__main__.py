@@ -16,9 +16,7 @@ from target_app.settings import Settings, SettingsError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m target_app", description=__doc__)
     parser.add_argument("--port", type=int, default=8000, help="port of the target app (default 8000)")
-    parser.add_argument(
-        "--upstream-port", type=int, default=0, help="port of the upstream stub (default: free)"
-    )
+    parser.add_argument("--upstream-port", type=int, default=0, help="port of the upstream stub (default: free)")
     args = parser.parse_args(argv)
     import uvicorn
 

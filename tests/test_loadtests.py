@@ -35,9 +35,7 @@ class LocustRun:
     folder: Path
 
     def row(self, name: str, method: str = "GET") -> dict[str, object]:
-        assert (name, method) in self.rows, (
-            f"no row {method} {name}; rows: {sorted(self.rows)}\n{self.output}"
-        )
+        assert (name, method) in self.rows, f"no row {method} {name}; rows: {sorted(self.rows)}\n{self.output}"
         return self.rows[(name, method)]
 
     def mean_ms(self, name: str, method: str = "GET") -> float:
@@ -45,9 +43,7 @@ class LocustRun:
         return float(row["total_response_time"]) / max(1, int(row["num_requests"]))  # type: ignore[arg-type]
 
 
-def run_locust(
-    locustfile: Path, host: str, folder: Path, args: Sequence[str], timeout: float = 60
-) -> LocustRun:
+def run_locust(locustfile: Path, host: str, folder: Path, args: Sequence[str], timeout: float = 60) -> LocustRun:
     """One headless Locust process; its stats come back from ``--json-file``."""
     folder.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "locust", "-f", str(locustfile), "-H", host, "--headless", "--only-summary"]
@@ -85,9 +81,7 @@ def test_every_family_has_a_locustfile() -> None:
 
 @pytest.mark.live
 @pytest.mark.parametrize("locustfile", LOCUSTFILES, ids=lambda p: p.stem)
-def test_locustfile_runs_every_variant_and_the_canary(
-    locustfile: Path, family_runs: dict[str, LocustRun]
-) -> None:
+def test_locustfile_runs_every_variant_and_the_canary(locustfile: Path, family_runs: dict[str, LocustRun]) -> None:
     text = locustfile.read_text()
     assert text.startswith('"""'), "a locustfile starts with a docstring saying what it exercises"
     assert "run_single_user(" in text and "(LoadlabUser)" in text  # FastHttpUser, shared pieces
@@ -103,9 +97,7 @@ def test_locustfile_runs_every_variant_and_the_canary(
 
 @pytest.mark.live
 def test_tags_pick_variants_and_keep_the_canary(server: Server, tmp_path: Path) -> None:
-    run = run_locust(
-        LOADTESTS / "io_routes.py", server.url, tmp_path, ["-u", "3", "-t", "3s", "-T", "blocking"]
-    )
+    run = run_locust(LOADTESTS / "io_routes.py", server.url, tmp_path, ["-u", "3", "-t", "3s", "-T", "blocking"])
     assert run.returncode == 0, run.output[-2000:]
     names = {name for name, method in run.rows if method == "GET"}
     assert names == {"/io/blocking-sleep", "/io/helper-sleep", CANARY}
@@ -123,9 +115,7 @@ def test_step_shape_climbs_through_the_user_counts_it_promises(server: Server, t
 
 
 @pytest.mark.live
-def test_open_model_corrected_latency_shows_the_stalls_measured_latency_hides(
-    server: Server, tmp_path: Path
-) -> None:
+def test_open_model_corrected_latency_shows_the_stalls_measured_latency_hides(server: Server, tmp_path: Path) -> None:
     # 40 req/s scheduled on a route that serves ~20/s one at a time: requests fall due while their
     # user still waits, so latency counted from the intended start must exceed the measured one.
     args = ["-u", "5", "-r", "20", "-t", "5s", "-T", "blocking", "--arrival-rate", "40", "--ms", "50"]
@@ -141,16 +131,12 @@ def test_open_model_corrected_latency_shows_the_stalls_measured_latency_hides(
 
 @pytest.mark.live
 def test_a_bad_budget_stops_the_run_before_it_starts(server: Server, tmp_path: Path) -> None:
-    run = run_locust(
-        LOADTESTS / "trivial_routes.py", server.url, tmp_path, ["--endpoint-budgets", "/x:p90=1"]
-    )
+    run = run_locust(LOADTESTS / "trivial_routes.py", server.url, tmp_path, ["--endpoint-budgets", "/x:p90=1"])
     assert run.returncode != 0
     assert "p95=MS or p99=MS" in run.output
 
 
-def row(
-    name: str, p95: float, p99: float, requests: int = 100, failures: int = 0, method: str = "GET"
-) -> RowStats:
+def row(name: str, p95: float, p99: float, requests: int = 100, failures: int = 0, method: str = "GET") -> RowStats:
     return RowStats(name, method, requests, failures, p95, p99)
 
 
@@ -183,9 +169,7 @@ def test_overloaded_generator_makes_the_run_invalid_not_passed() -> None:
 
 def test_unmeasured_loop_lag_fails_its_budget_and_failures_count() -> None:
     budgets = Budgets(loop_lag_p99_ms=25, fail_ratio=0.01)
-    verdict = evaluate(
-        budgets, [row("/a", 1, 1, requests=100, failures=5)], loop_lag_p99_ms=None, generator_cpu=5
-    )
+    verdict = evaluate(budgets, [row("/a", 1, 1, requests=100, failures=5)], loop_lag_p99_ms=None, generator_cpu=5)
     assert {c.name for c in verdict.broken} == {"event-loop lag p99", "failure ratio"}
     healthy = evaluate(budgets, [row("/a", 1, 1)], loop_lag_p99_ms=2.0, generator_cpu=5)
     assert healthy.passed and healthy.exit_code == 0

@@ -87,9 +87,7 @@ def test_classification_without_native_frames_is_unknown() -> None:
         Frame("blocking_sleep", "/app/io.py", 33),
     )
     assert classify_sample(frames, has_native=False) is SampleKind.UNKNOWN
-    assert (
-        classify_sample((*frames, Frame("clock_nanosleep", "libc.so.6", None, True)), True) is SampleKind.WAIT
-    )
+    assert classify_sample((*frames, Frame("clock_nanosleep", "libc.so.6", None, True)), True) is SampleKind.WAIT
     assert classify_sample((*frames, Frame("burn", "/app/x.py", 3)), True) is SampleKind.CPU
 
 
@@ -101,9 +99,7 @@ def test_library_files() -> None:
     assert not is_library_file("/srv/app/main.py")
 
 
-@pytest.mark.parametrize(
-    "text", ["no count here", "thread (1): Main;f (a.py:1) 3", 'process 1:"x";f (a.py:1) 3']
-)
+@pytest.mark.parametrize("text", ["no count here", "thread (1): Main;f (a.py:1) 3", 'process 1:"x";f (a.py:1) 3'])
 def test_malformed_profiles_are_refused_with_the_line(text: str) -> None:
     with pytest.raises(ProfileFormatError, match=r"profile:1:"):
         parse_raw([text])

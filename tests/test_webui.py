@@ -55,9 +55,7 @@ def test_tabs_are_declared_and_stats_carry_their_rows(locust_ui: str) -> None:
     assert keys == {"app-internals", "loop-stalls"}
 
 
-@pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason=f"no browser: {CHROMIUM} is absent (apt-get install chromium)"
-)
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no browser: {CHROMIUM} is absent (apt-get install chromium)")
 def test_browser_run_shows_routes_and_nonzero_loop_lag(locust_ui: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 

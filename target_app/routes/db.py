@@ -13,9 +13,7 @@ from target_app.routes._params import thread_name
 
 router = APIRouter(prefix="/db", tags=["db"])
 
-Rows = Annotated[
-    int, Query(ge=1, le=DB_ROWS, description=f"Outer rows to join (1..{DB_ROWS}), ~0.08 ms each")
-]
+Rows = Annotated[int, Query(ge=1, le=DB_ROWS, description=f"Outer rows to join (1..{DB_ROWS}), ~0.08 ms each")]
 
 # Each outer row is joined with the 400 items of its category (indexed): cost is linear in rows.
 QUERY = (
