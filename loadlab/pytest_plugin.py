@@ -344,7 +344,7 @@ def _where(file: str | None, line: int | None, rootdir: Path) -> str:
 
 def _headline(stall: Stall, budget_ms: float, rootdir: Path) -> str:
     if stall.function is None:
-        culprit = "by a call the watchdog could not catch in the act (it held the GIL?)"
+        culprit = "(culprit not caught: the stall ended before the watchdog looked, or a C call held the GIL)"
     else:
         culprit = f"by {stall.function}() at {_where(stall.file, stall.line, rootdir)}"
     return f"event loop blocked for {stall.duration_ms:.0f} ms (budget {budget_ms:g} ms) {culprit}"
