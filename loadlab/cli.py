@@ -151,8 +151,9 @@ def main() -> None:
 def profile(**opts: Any) -> None:
     """Run the app under py-spy, drive it with Locust, write profiles/<run>/.
 
-    With no options: the default demonstration — the io family's variants (blocking, threadpool,
-    offload, async, helper) one after another under the same load.
+    With no options: the default demonstration — the io family's five variants
+    (blocking-sleep, threadpool-sleep, offload-sleep, async-sleep, helper-sleep) one after
+    another under the same load, then a comparison of them.
     """
     from loadlab.runner import RunFailed, run_profile
 

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from loadlab.analysis.compare import compare
-from loadlab.analysis.stacks import read_raw
+from loadlab.analysis.stacks import Profile, read_raw
 from loadlab.analysis.summary import analyse_profile
 from loadlab.analysis.theory import canary_damage, theory_table
 from loadlab.analysis.verdicts import verdicts
 from loadlab.render import html, markdown
-from loadlab.results import RUN_JSON, load_run, write_json
-
-RAW_PROFILE = "profile.raw.txt"
+from loadlab.render.flamegraph import render_flamegraph
+from loadlab.render.speedscope import to_speedscope
+from loadlab.results import RAW_PROFILE, RUN_JSON, load_run, write_json
 
 
 def _run_dirs(run_dir: Path) -> list[Path]:
@@ -71,19 +71,51 @@ def summary_text(run_dir: Path) -> str:
     lines.append(f"run folder: {run_dir}")
     first = _run_dirs(run_dir)[0]
     if (first / "flamegraph.svg").exists():
-        lines.append(f"flame graphs: {first / 'flamegraph.svg'} (all threads), flamegraph-cpu.svg (on-CPU)")
+        lines.append(f"flame graphs: {first / 'flamegraph-loop.svg'} (the event loop), flamegraph.svg (all threads)")
     return "\n".join(lines)
 
 
-def render_run(run_dir: Path) -> Path:
-    """Write ``report.html`` and ``report.md`` of one run (not a suite) from its stored data;
-    also store the verdicts and the theory table in ``run.json`` for CI scripts."""
+FLAME_GRAPHS = (
+    # artefact key, file, what it shows, on-CPU only, event-loop threads only
+    ("flamegraph_loop", "flamegraph-loop.svg", "the event loop thread", False, True),
+    ("flamegraph", "flamegraph.svg", "all threads, idle included", False, False),
+    ("flamegraph_cpu", "flamegraph-cpu.svg", "on-CPU", True, False),
+)
+
+
+def write_flame_graphs(run_dir: Path, run: dict[str, Any], profile: Profile) -> None:
+    """The three flame graphs and the speedscope file of a run, from its (parsed) raw profile."""
+    title = run.get("variant") or run.get("config", {}).get("app", "run")
+    if run.get("status") != "complete":
+        title += " (partial)"
+    busy = ((run.get("analysis") or {}).get("loop") or {}).get("busy_share")
+    extra = f"Event loop busy {busy:.0%} of its samples." if busy is not None else ""
+    artefacts = run.setdefault("artefacts", {})
+    for key, name, what, on_cpu, loop_only in FLAME_GRAPHS:
+        svg = render_flamegraph(
+            profile, f"{title} — {what}", on_cpu_only=on_cpu, subtitle_extra=extra, loop_only=loop_only
+        )
+        (run_dir / name).write_text(svg, encoding="utf-8")
+        artefacts[key] = name
+    write_json(run_dir / "profile.speedscope.json", to_speedscope(profile, title))
+    artefacts["speedscope"] = "profile.speedscope.json"
+
+
+def render_run(run_dir: Path, profile: Profile | None = None) -> Path:
+    """Write the flame graphs (if the run has a profile), ``report.html`` and ``report.md`` of one
+    run (not a suite) from its stored data; store the verdicts and theory in ``run.json`` too.
+    ``profile`` saves parsing the raw profile again when the caller already has it."""
     run = load_run(run_dir)
+    raw = run_dir / RAW_PROFILE
+    if profile is None and raw.exists() and run.get("analysis"):
+        profile = read_raw(raw)
+    if profile is not None:
+        write_flame_graphs(run_dir, run, profile)
     report = {"verdicts": verdicts(run), "theory": theory_table(run), "canary": canary_damage(run)}
     (run_dir / "report.html").write_text(html.run_report(run_dir, run, report), encoding="utf-8")
     (run_dir / "report.md").write_text(markdown.run_report(run, report), encoding="utf-8")
     run["report"] = report
-    run.setdefault("artefacts", {}).update({"report_html": "report.html", "report_md": "report.md"})
+    run["artefacts"].update({"report_html": "report.html", "report_md": "report.md"})
     write_json(run_dir / RUN_JSON, run)
     return run_dir / "report.html"
 

@@ -19,6 +19,7 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 RUN_JSON = "run.json"
+RAW_PROFILE = "profile.raw.txt"  # py-spy's raw folded output: the source of truth of a run's profile
 
 
 class RunFolderError(OSError):

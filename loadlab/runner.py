@@ -12,6 +12,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -23,7 +24,7 @@ from typing import Any
 import httpx
 import psutil
 
-from loadlab.analysis.stacks import ProfileFormatError, read_raw
+from loadlab.analysis.stacks import Profile, ProfileFormatError, read_raw
 from loadlab.analysis.summary import analyse_profile
 from loadlab.config import ProfileConfig, loadlab_env
 from loadlab.processes import (
@@ -38,10 +39,9 @@ from loadlab.processes import (
     wait_ready,
 )
 from loadlab.progress import Progress
-from loadlab.render.flamegraph import render_flamegraph
-from loadlab.render.speedscope import to_speedscope
 from loadlab.report import render_run, write_comparison
 from loadlab.results import (
+    RAW_PROFILE,
     RUN_JSON,
     SCHEMA_VERSION,
     load_run,
@@ -54,7 +54,6 @@ from loadlab.results import (
 )
 from loadlab.wrap import USER_APP_PREFIX
 
-RAW_PROFILE = "profile.raw.txt"
 CANARY_IDLE_SAMPLES = 20
 PROFILE_STALL_MS = 25
 
@@ -183,6 +182,29 @@ class _CpuMeter:
         return out
 
 
+SERVICE_PROBES = 5
+
+
+def _probe_service_times(client: httpx.Client, base: str, csv_prefix: Path) -> dict[str, float]:
+    """Each GET endpoint's service time, measured on the now idle server: the median of a few
+    sequential requests (Little's law needs the time of a request that did not queue). Only rows
+    whose name is a plain path are probed; the theory falls back to Locust's fastest response."""
+    out: dict[str, float] = {}
+    for row in read_locust_stats(csv_prefix):
+        name = row["name"]
+        if row["method"] != "GET" or not re.fullmatch(r"/[\w\-./]*", name):
+            continue
+        times = []
+        with contextlib.suppress(httpx.HTTPError):
+            for _ in range(SERVICE_PROBES):
+                start = time.perf_counter()
+                client.get(base + name, timeout=15.0)
+                times.append((time.perf_counter() - start) * 1000)
+        if len(times) == SERVICE_PROBES:
+            out[name] = round(statistics.median(times), 3)
+    return out
+
+
 def _locust_argv(cfg: ProfileConfig, host: str, run_dir: Path) -> list[str]:
     argv = [sys.executable, "-m", "locust", "-f", str(cfg.resolved_locustfile), "--headless"]
     argv += ["-u", str(cfg.users), "-r", f"{cfg.spawn_rate:g}", "-t", f"{cfg.duration:g}s", "-H", host]
@@ -309,6 +331,7 @@ def run_once(cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str
                 if prefix is not None:
                     with contextlib.suppress(httpx.HTTPError, ValueError):
                         run.data["stalls"] = client.get(f"{base}{prefix}/debug/stalls").json()["stalls"]
+                run.data["service_probe"] = _probe_service_times(client, base, run.dir / "locust")
             with run.phase(
                 "stopping",
                 progress,
@@ -318,10 +341,9 @@ def run_once(cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str
                 stack.close()
         _collect_locust(run, run_dir)
         with run.phase("rendering", progress, "analysing, flame graphs and the report"):
-            if cfg.profile:
-                _render(run, raw_path, title=variant or cfg.app)
+            profile = _analyse(run, raw_path) if cfg.profile else None
         run.finish("complete")
-        render_run(run_dir)  # reads the saved run.json, adds the verdicts and theory to it
+        render_run(run_dir, profile)  # reads the saved run.json; adds flame graphs, verdicts, theory
     except KeyboardInterrupt:
         run.finish("incomplete", f"interrupted during {run.data['phase']}")
         _keep_what_was_gathered(run, raw_path, cfg, variant)
@@ -360,50 +382,32 @@ def _collect_locust(run: Run, run_dir: Path) -> None:
         raise RunFailed(f"Locust exited with code {code} and produced no stats; its last output:\n{tail}")
 
 
-def _render(run: Run, raw_path: Path, title: str) -> None:
+def _analyse(run: Run, raw_path: Path) -> Profile | None:
+    """Parse the raw profile once and store its analysis; the parsed profile goes on to the renderers."""
     if not raw_path.exists() or raw_path.stat().st_size == 0:
         run.data["profile_error"] = "py-spy wrote no profile (see server.log)"
-        return
+        return None
     run.artefact("profile_raw", raw_path)
     try:
         profile = read_raw(raw_path)
     except ProfileFormatError as exc:
         run.data["profile_error"] = str(exc)
-        return
-    analysis = analyse_profile(profile, routes_file=run.dir / "routes.json", stalls=run.data.get("stalls"))
-    run.data["analysis"] = analysis
-    busy = analysis["loop"]["busy_share"]
-    extra = f"Event loop busy {busy:.0%} of its samples." if busy is not None else ""
-    for key, name, on_cpu in (
-        ("flamegraph", "flamegraph.svg", False),
-        ("flamegraph_cpu", "flamegraph-cpu.svg", True),
-    ):
-        path = run.dir / name
-        path.write_text(
-            render_flamegraph(
-                profile,
-                f"{title} — {'on-CPU' if on_cpu else 'all threads, idle included'}",
-                on_cpu_only=on_cpu,
-                subtitle_extra=extra,
-            ),
-            encoding="utf-8",
-        )
-        run.artefact(key, path)
-    speedscope = run.dir / "profile.speedscope.json"
-    write_json(speedscope, to_speedscope(profile, title))
-    run.artefact("speedscope", speedscope)
+        return None
+    run.data["analysis"] = analyse_profile(profile, routes_file=run.dir / "routes.json", stalls=run.data.get("stalls"))
+    return profile
 
 
 def _keep_what_was_gathered(run: Run, raw_path: Path, cfg: ProfileConfig, variant: str | None) -> None:
     """After a failure or an interruption: keep Locust's outputs and render the partial profile."""
     with contextlib.suppress(Exception):
         run.data["stats"] = read_locust_stats(run.dir / "locust")
+    profile = None
     if cfg.profile and raw_path.exists():
         with contextlib.suppress(Exception):
-            _render(run, raw_path, title=f"{variant or cfg.app} (partial)")
+            profile = _analyse(run, raw_path)
     run.save()
     with contextlib.suppress(Exception):
-        render_run(run.dir)
+        render_run(run.dir, profile)
 
 
 def run_profile(cfg: ProfileConfig, progress: Progress) -> Path:

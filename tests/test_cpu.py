@@ -4,16 +4,21 @@ import os
 
 import pytest
 
-from tests.conftest import Server, burst, stalls_for
+from tests.conftest import Burst, Server, burst, stalls_for
 
 WORK = 100  # ~100 ms of one core per request
+
+
+def _elapsed(b: Burst) -> float:
+    return b.elapsed
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="parallelism needs at least 2 cores")
 async def test_process_pool_beats_threadpool_on_two_cores(server: Server) -> None:
     await burst(f"{server.url}/cpu/process?work=1", 4)  # warm both pool processes
-    threads = await burst(f"{server.url}/cpu/threadpool?work={WORK}", 8)
-    processes = await burst(f"{server.url}/cpu/process?work={WORK}", 8)
+    # Best of two bursts each: a single burst on 2 shared cores is at the mercy of a neighbour.
+    threads = min([await burst(f"{server.url}/cpu/threadpool?work={WORK}", 8) for _ in range(2)], key=_elapsed)
+    processes = min([await burst(f"{server.url}/cpu/process?work={WORK}", 8) for _ in range(2)], key=_elapsed)
     assert threads.statuses == processes.statuses == [200] * 8
     # Same work, same result; on 2 cores the pool should take about half the time of the threads.
     assert {r.json()["checksum"] for r in threads.responses + processes.responses} == {

@@ -63,7 +63,7 @@ def test_demo_writes_every_artefact(demo: Path) -> None:
     for variant in ("blocking-sleep", "threadpool-sleep"):
         data = run_json(demo / variant)
         assert data["schema_version"] == 1 and data["status"] == "complete"
-        keys = ("flamegraph", "flamegraph_cpu", "speedscope", "profile_raw", "locust_html", "locust_csv")
+        keys = ("flamegraph", "flamegraph_loop", "flamegraph_cpu", "speedscope", "profile_raw", "locust_html")
         for key in (*keys, "report_html", "report_md"):
             assert (demo / variant / data["artefacts"][key]).stat().st_size > 0, key
         names = {s["name"] for s in data["stats"]}

@@ -14,7 +14,8 @@ process pool         min(pool processes, cores)                   min(pool, core
 ===================  ===========================================  ==============================
 
 and never more than ``users / S`` in a closed model (each user waits for its answer). ``S``, the
-service time, is the fastest response Locust saw for the endpoint: a request that did not queue.
+service time, is measured on the idle server after the load (a few sequential requests), or else
+taken as the fastest response Locust saw.
 The model an endpoint *followed* is inferred from where its samples ran in the profile.
 """
 
@@ -35,15 +36,17 @@ def is_canary(name: str) -> bool:
     return any(m in name for m in CANARY_MARKERS) or name == "/health"
 
 
-def infer_model(route: str, analysis: dict[str, Any] | None) -> str:
-    """Which execution model the route followed, from where its samples ran."""
+def infer_model(route: str, analysis: dict[str, Any] | None, only_endpoint: bool = False) -> str:
+    """Which execution model the route followed, from where its samples ran. ``only_endpoint``:
+    the run loaded this route alone, so busy workers with no route on their stack (a function
+    passed to ``run_in_threadpool``) are its work too."""
     if not analysis:
         return "unknown"
     for b in analysis["loop"]["blockers"]:
         if b.get("route") == route and b["share"] >= BLOCKING_SHARE:
             return "cpu (GIL)" if b["kind"] == "cpu" else "loop-blocking"
     for f in analysis["threadpool"]["by_function"]:
-        if f.get("route") == route and f["average_busy_workers"] > 0.05:
+        if (f.get("route") == route or (only_endpoint and f.get("route") is None)) and f["average_busy_workers"] > 0.05:
             return "threadpool"
     pool_children = [t for t in analysis.get("threads", []) if t["role"] == "process-pool child"]
     if "process" in route and pool_children:
@@ -78,6 +81,13 @@ def _max_point(timeseries: list[dict[str, Any]], key: str) -> float | None:
     return max(values) if values else None
 
 
+def service_time_s(run: dict[str, Any], row: dict[str, Any]) -> float:
+    """An endpoint's service time: probed on the idle server after the load if it could be,
+    else the fastest response Locust saw (which, under load, may include a little queueing)."""
+    probed = (run.get("service_probe") or {}).get(row["name"])
+    return float(probed or row.get("min_ms") or 0) / 1000
+
+
 def theory_table(run: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per endpoint (the canary and Locust's Aggregated row aside): model, service time,
     predicted ceiling, measured, measured/predicted, and what limited it if not the model."""
@@ -94,8 +104,8 @@ def theory_table(run: dict[str, Any]) -> list[dict[str, Any]]:
     generator_cpu = _generator_cpu(run)
     rows = []
     for s in stats:
-        service_s = (s.get("min_ms") or 0) / 1000
-        model = infer_model(s["name"], analysis)
+        service_s = service_time_s(run, s)
+        model = infer_model(s["name"], analysis, only_endpoint=len(stats) == 1)
         predicted = ceiling(model, service_s, users, tokens, workers, pool) if service_s else None
         ratio = s["rps"] / predicted if predicted else None
         limit = None

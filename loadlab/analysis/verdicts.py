@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from loadlab.analysis.theory import canary_damage, ceiling, theory_table, thread_tokens
+from loadlab.analysis.theory import canary_damage, ceiling, service_time_s, theory_table, thread_tokens
 
 # Below this share of loop samples a function is noise, not a blocker worth a sentence.
 BLOCKER_SHARE = 0.05
@@ -57,7 +57,7 @@ def blocker_verdicts(run: dict[str, Any]) -> list[Verdict]:
     for b in blockers:
         head = f"`{b['function']}`{_where(b)} blocked the event loop {b['share']:.0%} of the time"
         row = stats.get(b.get("route") or "")
-        service_s = (row.get("min_ms") or 0) / 1000 if row else 0
+        service_s = service_time_s(run, row) if row else 0
         if b["kind"] == "wait":
             gain = ""
             if service_s and row:

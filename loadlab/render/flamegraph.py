@@ -97,8 +97,9 @@ def _group_key(thread: Thread) -> tuple[str, int]:
     return thread.role.value, pid
 
 
-def build_tree(profile: Profile, on_cpu_only: bool = False) -> Node:
-    """Merge the profile's stacks into one tree, grouped by thread role; colour each frame."""
+def build_tree(profile: Profile, on_cpu_only: bool = False, loop_only: bool = False) -> Node:
+    """Merge the profile's stacks into one tree, grouped by thread role; colour each frame.
+    ``loop_only`` keeps the event-loop threads alone: the picture of what held the loop."""
     native = has_native_frames(profile)
     members: dict[tuple[str, int], set[int]] = {}
     for t in profile.threads.values():
@@ -106,6 +107,8 @@ def build_tree(profile: Profile, on_cpu_only: bool = False) -> Node:
     root = Node("all", "root")
     for stack in profile.stacks:
         thread = profile.threads[stack.thread]
+        if loop_only and thread.role is not Role.EVENT_LOOP:
+            continue
         idle = is_idle_sample(thread, stack.frames, native)
         if on_cpu_only and idle:
             continue
@@ -204,9 +207,12 @@ def render_flamegraph(
     title: str,
     on_cpu_only: bool = False,
     subtitle_extra: str = "",
+    loop_only: bool = False,
 ) -> str:
     """The whole pipeline: profile → tree → SVG text."""
-    root = build_tree(profile, on_cpu_only)
+    root = build_tree(profile, on_cpu_only, loop_only)
     what = "on-CPU samples only (waiting removed)" if on_cpu_only else "all samples, idle included"
+    if loop_only:
+        what = "samples of the event-loop thread (parked in its selector when idle)"
     subtitle = f"{root.count} {what}. {subtitle_extra}".strip()
     return render_svg(root, title, subtitle)

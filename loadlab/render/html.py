@@ -143,13 +143,14 @@ def run_report(run_dir: Path, run: dict[str, Any], report: dict[str, Any]) -> st
 {_img(charts.blockers_chart(blockers), "loop blockers")}</div>
 <h2 id="theory">Theory vs measured</h2>
 <p class="small">Ceiling by Little's law for the model each endpoint followed (inferred from where its
-samples ran); service time = the fastest response seen. See the README's "Reading the report".</p>
+samples ran); service time = measured on the idle server after the load. See the README's "Reading the report".</p>
 {table(theory_heads, theory_rows)}
 <h2 id="canary">Collateral damage (canary)</h2>{canary_html}
 <h2 id="stats">Endpoints (Locust)</h2>
 {table(["name", "requests", "failures", "req/s", "p50 ms", "p95 ms", "p99 ms"], stats_rows)}
 <h2 id="flamegraphs">Flame graphs</h2>
-{_svg(run_dir / "flamegraph.svg", "All threads, idle included") or "<p>No profile in this run.</p>"}
+{_svg(run_dir / "flamegraph-loop.svg", "The event loop thread: red frames held it") or "<p>No profile.</p>"}
+{_svg(run_dir / "flamegraph.svg", "All threads, idle included, grouped by role")}
 {_svg(run_dir / "flamegraph-cpu.svg", "On-CPU only")}
 <p class="small">Also: <a href="profile.speedscope.json">profile.speedscope.json</a> (open in speedscope.app),
 <a href="locust.html">Locust's report</a>, <a href="run.json">run.json</a>.</p>
