@@ -8,13 +8,14 @@ STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 8000
 SCENARIO ?= io
 
-.PHONY: help profile test serve lint typecheck clean locust smoke
+.PHONY: help profile test serve lint typecheck clean locust smoke bench
 
 help:
 	@echo "make profile    profile the target app under load (the main job)"
 	@echo "make test       run the test suite"
 	@echo "make locust     Locust web UI on 127.0.0.1:8089 with the app's event loop in extra tabs (SCENARIO=io|cpu|...)"
 	@echo "make smoke      short headless load tests with pass/fail budgets (CI); outputs in profiles/<run>/"
+	@echo "make bench      measure the harness itself: accuracy, overhead, headroom (~10 min); benchmarks/results/"
 	@echo "make serve      run the target app on 127.0.0.1:$(PORT) (with its upstream stub)"
 	@echo "make lint       ruff"
 	@echo "make typecheck  mypy --strict on loadlab/ and target_app/"
@@ -33,6 +34,10 @@ profile: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Not a test: it measures and writes benchmarks/results/<timestamp>.json and .md (see benchmarks/README.md).
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.bench $(ARGS)
 
 serve: $(STAMP)
 	$(BIN)/python -m target_app --port $(PORT)
