@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from loadlab import __version__
-from loadlab.config import DEMO_APP, SCENARIOS, ConfigError, ProfileConfig
+from loadlab.config import DEMO_APP, SCENARIOS, ConfigError, ProfileConfig, is_loopback
 from loadlab.processes import ProcessError
 from loadlab.progress import Progress
 from loadlab.results import RunFolderError
@@ -25,8 +25,14 @@ def _split(value: str | tuple[str, ...] | None) -> tuple[str, ...]:
     return tuple(t for item in items for t in item.replace(",", " ").split() if t)
 
 
-def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
     # SIGTERM (CI cancelling a job) takes the same path as Ctrl-C: children stopped, data kept.
+    # Further signals are ignored while the children are stopped (a bounded wait), so a second
+    # Ctrl-C cannot leave a server behind; a crash of the harness itself is covered by the
+    # children's parent-death signal.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("interrupted: stopping every child process…", file=sys.stderr, flush=True)
     raise KeyboardInterrupt
 
 
@@ -92,6 +98,22 @@ def main() -> None:
     help="uvicorn worker processes.",
 )
 @click.option(
+    "--server",
+    envvar="LOADLAB_SERVER",
+    type=click.Choice(["uvicorn", "gunicorn"]),
+    default="uvicorn",
+    show_default=True,
+    help="Process manager: uvicorn --workers, or gunicorn with uvicorn-worker's worker class.",
+)
+@click.option(
+    "--locust-processes",
+    envvar="LOADLAB_LOCUST_PROCESSES",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Locust generator processes (its --processes); stats are merged.",
+)
+@click.option(
     "--loop",
     envvar="LOADLAB_LOOP",
     type=click.Choice(["auto", "asyncio", "uvloop"]),
@@ -127,6 +149,19 @@ def main() -> None:
     is_flag=True,
     help="Serve the app without loadlab's instrumentation.",
 )
+@click.option(
+    "--bind",
+    envvar="LOADLAB_BIND",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the server listens on; anything but loopback is printed as a warning.",
+)
+@click.option(
+    "--target-host",
+    envvar="LOADLAB_TARGET_HOST",
+    help="Load this URL instead of starting a server (nothing is profiled). Loopback only, unless --allow-remote.",
+)
+@click.option("--allow-remote", envvar="LOADLAB_ALLOW_REMOTE", is_flag=True, help="Let --target-host be remote.")
 @click.option(
     "--health-path",
     envvar="LOADLAB_HEALTH_PATH",
@@ -168,6 +203,8 @@ def profile(**opts: Any) -> None:
         spawn_rate=opts["spawn_rate"],
         duration=opts["duration"],
         workers=opts["workers"],
+        server=opts["server"],
+        locust_processes=opts["locust_processes"],
         loop=opts["loop"],
         rate=opts["rate"],
         native=opts["native"],
@@ -175,11 +212,17 @@ def profile(**opts: Any) -> None:
         profile=not opts["no_profile"],
         instrument=not opts["no_instrument"],
         health_path=opts["health_path"],
+        bind=opts["bind"],
+        target_host=opts["target_host"],
+        allow_remote=opts["allow_remote"],
         out=opts["out"],
         profiles_dir=opts["profiles_dir"],
     )
     progress = Progress(quiet=opts["quiet"])
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    if not is_loopback(config.bind):
+        click.echo(f"warning: the server will listen on {config.bind}, reachable from other machines", err=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         run_dir = run_profile(config, progress)
     except ConfigError as exc:

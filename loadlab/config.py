@@ -3,11 +3,14 @@ validated once, up front, with an error that names what to change."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEMO_APP = "target_app.main:app"
 LOOPBACK = "127.0.0.1"
@@ -49,6 +52,8 @@ class ProfileConfig:
     spawn_rate: float = 20.0
     duration: float = 8.0
     workers: int = 1
+    server: str = "uvicorn"  # or "gunicorn" (with the uvicorn-worker package's worker class)
+    locust_processes: int = 1  # Locust's --processes: several generator processes, merged stats
     loop: str = "auto"  # uvicorn's --loop: auto (uvloop when installed), asyncio or uvloop
     rate: int = 100
     native: bool = False
@@ -58,6 +63,9 @@ class ProfileConfig:
     out: Path | None = None
     profiles_dir: Path = Path("profiles")
     health_path: str = "/health"
+    bind: str = LOOPBACK  # where the server listens; anything else is explicit and warned about
+    target_host: str | None = None  # load this host instead of starting a server (no profile)
+    allow_remote: bool = False  # let --target-host be a non-loopback address
     ready_timeout: float = 60.0
     locust_args: tuple[str, ...] = field(default=())
 
@@ -90,7 +98,14 @@ class ProfileConfig:
         _bounded("--spawn-rate", self.spawn_rate, 0.1, 10_000)
         _bounded("--duration", self.duration, 1, 3600)
         _bounded("--workers", self.workers, 1, 64)
+        _bounded("--locust-processes", self.locust_processes, 1, 64)
+        if self.server not in ("uvicorn", "gunicorn"):
+            raise ConfigError(f"--server must be uvicorn or gunicorn; got {self.server!r}")
+        if self.server == "gunicorn" and self.loop != "auto":
+            raise ConfigError("--loop applies to --server uvicorn only; gunicorn's uvicorn worker picks its own")
         _bounded("--rate", self.rate, 1, 1000)
+        if self.target_host is not None:
+            _check_target_host(self.target_host, self.allow_remote)
         if not self.health_path.startswith("/"):
             raise ConfigError(f"--health-path must start with '/'; got {self.health_path!r}")
         if self.out is not None and self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
@@ -113,6 +128,26 @@ class ProfileConfig:
                 data[key] = list(value)
         data["locustfile"] = str(self.resolved_locustfile)
         return data
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (by name resolution)."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def _check_target_host(url: str, allow_remote: bool) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--target-host must be an http:// or https:// URL; got {url!r}")
+    if not allow_remote and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"--target-host {parts.hostname} is not a loopback address: loadlab only loads hosts you name "
+            "on purpose; add --allow-remote if this one is yours to load"
+        )
 
 
 def _bounded(flag: str, value: float, lo: float, hi: float) -> None:

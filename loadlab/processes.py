@@ -32,6 +32,32 @@ STOP_LADDER: tuple[tuple[signal.Signals, float], ...] = (
 )
 
 
+# For a server master: SIGTERM is graceful in uvicorn and gunicorn (gunicorn's SIGINT is not).
+MASTER_LADDER: tuple[tuple[signal.Signals, float], ...] = (
+    (signal.SIGTERM, 8.0),
+    (signal.SIGINT, 3.0),
+    (signal.SIGKILL, 2.0),
+)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    # A zombie has exited; it only waits for its parent (py-spy, say) to reap it.
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` for the processes to exit; return those still alive."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if _alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if _alive(p)]
+    return alive
+
+
 class ProcessError(RuntimeError):
     """A child process failed to start or died; the message ends with its last log lines."""
 
@@ -123,6 +149,11 @@ class ManagedProcess:
             for child in psutil.Process(self.popen.pid).children(recursive=True):
                 self._descendants.setdefault(child.pid, child)
 
+    def descendants(self) -> list[psutil.Process]:
+        """Every descendant seen so far (still running or not)."""
+        self.remember_descendants()
+        return list(self._descendants.values())
+
     def stop(self) -> int | None:
         """Stop the process with the signal ladder; kill any descendant left behind."""
         if self.popen is None:
@@ -139,10 +170,11 @@ class ManagedProcess:
         killed = []
         for pid, proc in self._descendants.items():
             with contextlib.suppress(psutil.Error):
-                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                if _alive(proc):
                     proc.kill()
                     killed.append(proc)
-                    self.leftovers.append(pid)
+                    if pid not in self.leftovers:
+                        self.leftovers.append(pid)
         psutil.wait_procs(killed, timeout=2.0)
         return self.returncode
 
@@ -223,7 +255,10 @@ def upstream_stub(
 
 
 def pyspy_binary() -> str | None:
-    """py-spy next to this Python (the venv's), else on PATH."""
+    """py-spy: ``LOADLAB_PYSPY`` if set, else the one next to this Python (the venv's), else on PATH."""
+    chosen = os.environ.get("LOADLAB_PYSPY")
+    if chosen:
+        return chosen if os.path.isfile(chosen) and os.access(chosen, os.X_OK) else None
     candidate = Path(sys.executable).with_name("py-spy")
     return str(candidate) if candidate.exists() else shutil.which("py-spy")
 
@@ -233,7 +268,10 @@ def pyspy_argv(output: Path, *, rate: int = 100, native: bool = False, nonblocki
     subprocess; the server's command line follows after ``--``."""
     binary = pyspy_binary()
     if binary is None:
-        raise ProcessError("py-spy is not installed; run `loadlab doctor`, or profile with --no-profile")
+        raise ProcessError(
+            "py-spy was not found (pip install 'py-spy>=0.4.2', or set LOADLAB_PYSPY); "
+            "see `loadlab doctor`, or run the load test alone with --no-profile"
+        )
     argv = [binary, "record", "--rate", str(rate), "--idle", "--threads", "--subprocesses"]
     argv += ["--format", "raw", "--full-filenames", "--output", str(output)]
     if native:
@@ -247,8 +285,8 @@ class ProfiledServer:
     """A server process, optionally run as the child of ``py-spy record``.
 
     Stopping order matters: py-spy stopped first leaves the server (and its workers) running, so
-    the server master gets SIGINT first; py-spy sees it exit, writes its output and exits; then
-    the usual ladder and PID check clean up whatever is left.
+    the server master is stopped first (SIGTERM: graceful in uvicorn and gunicorn); py-spy sees it
+    exit, writes its output and exits; then the usual ladder and PID check clean up the rest.
     """
 
     def __init__(
@@ -260,11 +298,14 @@ class ProfiledServer:
         log_path: Path,
         stop_timeout: float = 20.0,
     ) -> None:
-        argv = [*profiler_argv, "--", *server_argv] if profiler_argv else list(server_argv)
+        # Under py-spy the server is a grandchild: the launcher gives it a parent-death signal.
+        launched = [sys.executable, "-m", "loadlab._launch", *server_argv]
+        argv = [*profiler_argv, "--", *launched] if profiler_argv else list(server_argv)
         self.profiled = bool(profiler_argv)
         self.process = ManagedProcess(argv, name="server", env=env, log_path=log_path)
         self.stop_timeout = stop_timeout
         self.stopped = False
+        self._server: psutil.Process | None = None
 
     def __enter__(self) -> ProfiledServer:
         self.process.start()
@@ -277,31 +318,63 @@ class ProfiledServer:
         """The server master's PID: py-spy's child when profiled, else the process itself."""
         if not self.profiled:
             return self.process.pid
+        if self._server is not None:
+            return self._server.pid
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.process.poll() is None:
+        while self.process.poll() is None:
             with contextlib.suppress(psutil.Error):
                 children = psutil.Process(self.process.pid).children()
                 if children:
+                    self._server = children[0]
                     return int(children[0].pid)
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.05)
         return None
 
     def poll(self) -> int | None:
-        """None while the server runs (py-spy exits as soon as the server it runs has exited)."""
-        return self.process.poll()
+        """None while the server master runs, else an exit code. Under py-spy the master itself is
+        watched: when it dies, py-spy may go on sampling its orphaned children."""
+        code = self.process.poll()
+        if code is not None or self._server is None:
+            return code
+        try:
+            if self._server.status() != psutil.STATUS_ZOMBIE:
+                return None
+        except psutil.NoSuchProcess:
+            pass
+        return -1
 
     def stop(self) -> list[int]:
         """Stop the server, let py-spy write its profile, and return PIDs that had to be killed."""
+        # Re-entrant: if an interrupt lands halfway, the next call (the with-block's exit) goes on
+        # from where this one stopped; only a finished stop is final.
         if self.stopped or self.process.popen is None:
             return self.process.leftovers
-        self.stopped = True
         self.process.remember_descendants()
         if self.profiled and self.process.poll() is None:
-            pid = self.server_pid(timeout=0)
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGINT)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.process.popen.wait(self.stop_timeout)
+            master = self._server
+            if master is not None:
+                # SIGTERM first: a graceful shutdown for uvicorn and gunicorn alike (gunicorn's SIGINT
+                # is its quick one, which skips the app's lifespan shutdown). A server still importing
+                # the app defers both (uvicorn captures them) until it is up: only SIGKILL ends it then.
+                for sig, timeout in MASTER_LADDER:
+                    with contextlib.suppress(psutil.Error):
+                        master.send_signal(sig)
+                    if _wait_gone([master], timeout) == []:
+                        break
+            # Whatever the master left (orphans of a crashed master, a stuck worker) would keep
+            # py-spy sampling: give it a moment to exit by itself, then end it and record it, so
+            # py-spy writes its profile and exits.
+            with contextlib.suppress(psutil.Error):
+                rest = [p for p in self.process.descendants() if p.pid != (master.pid if master else None)]
+                for proc in _wait_gone(rest, 3.0):
+                    with contextlib.suppress(psutil.Error):
+                        proc.terminate()
+                        self.process.leftovers.append(proc.pid)
+                        _wait_gone([proc], 3.0)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.popen.wait(self.stop_timeout)
         self.process.stop()
+        self.stopped = True
         return self.process.leftovers

@@ -114,15 +114,23 @@ class Run:
 
 
 def _server_command(cfg: ProfileConfig, port: int) -> tuple[list[str], dict[str, str]]:
-    extra = ["--workers", str(cfg.workers)] if cfg.workers > 1 else []
-    if cfg.loop != "auto":
-        extra += ["--loop", cfg.loop]
+    """The server's command line and the env it needs: uvicorn (``--workers N``) or gunicorn with
+    the ``uvicorn-worker`` worker class, serving the app wrapped by loadlab unless told not to."""
     env: dict[str, str] = {}
+    app, factory = cfg.app, cfg.factory
     if cfg.instrument:
         env["LOADLAB_WRAP_APP"] = cfg.app
         env["LOADLAB_WRAP_FACTORY"] = "1" if cfg.factory else "0"
-        return uvicorn_argv("loadlab.wrap:create_app", port=port, factory=True, extra=extra), env
-    return uvicorn_argv(cfg.app, port=port, factory=cfg.factory, extra=extra), env
+        app, factory = "loadlab.wrap:create_app", True
+    if cfg.server == "gunicorn":
+        argv = [sys.executable, "-m", "gunicorn", f"{app}()" if factory else app]
+        argv += ["--worker-class", "uvicorn_worker.UvicornWorker", "--workers", str(cfg.workers)]
+        argv += ["--bind", f"{cfg.bind}:{port}", "--graceful-timeout", "5"]
+        return argv, env
+    extra = ["--workers", str(cfg.workers)] if cfg.workers > 1 else []
+    if cfg.loop != "auto":
+        extra += ["--loop", cfg.loop]
+    return uvicorn_argv(app, port=port, host=cfg.bind, factory=factory, extra=extra), env
 
 
 def _debug_prefix(client: httpx.Client, base: str) -> str | None:
@@ -216,6 +224,8 @@ def _locust_argv(cfg: ProfileConfig, host: str, run_dir: Path) -> list[str]:
         "--stop-timeout",
         "2",
     ]  # writes locust.json
+    if cfg.locust_processes > 1:
+        argv += ["--processes", str(cfg.locust_processes)]
     if cfg.tags:
         argv += ["-T", *cfg.tags]
     return argv + list(cfg.locust_args)
@@ -224,7 +234,7 @@ def _locust_argv(cfg: ProfileConfig, host: str, run_dir: Path) -> list[str]:
 def _poll_during_load(
     run: Run,
     locust: ManagedProcess,
-    server: ProfiledServer,
+    server: ProfiledServer | None,
     client: httpx.Client,
     debug_url: str | None,
     cfg: ProfileConfig,
@@ -239,8 +249,12 @@ def _poll_during_load(
     while locust.poll() is None:
         if time.monotonic() > deadline:
             raise RunFailed(f"Locust did not finish within {cfg.duration + 60:g} s; stopped it")
-        code = server.poll()
-        if code is not None:
+        if server is not None:
+            # Know every descendant by PID while it is still ours: if the master crashes, its
+            # children are re-parented and could not be found from it any more.
+            server.process.remember_descendants()
+        code = server.poll() if server is not None else None
+        if server is not None and code is not None:
             raise RunFailed(
                 f"the server exited (code {code}) during the load test; last output:\n{server.process.tail()}"
             )
@@ -267,62 +281,75 @@ def _poll_during_load(
         time.sleep(max(0.0, 1.0 - (time.monotonic() - start) % 1.0))
 
 
+def _start_server(
+    run: Run, cfg: ProfileConfig, stack: ExitStack, env: dict[str, str], progress: Progress
+) -> tuple[ProfiledServer, str]:
+    """The upstream stub (demo app) and the server, under py-spy unless ``--no-profile``."""
+    if cfg.is_demo_app:
+        with run.phase("upstream", progress, "starting the upstream stub"):
+            upstream, upstream_url = stack.enter_context(upstream_stub(log_path=run.dir / "upstream.log"))
+            run.data["pids"]["upstream"] = upstream.pid
+            env["LOADLAB_UPSTREAM_URL"] = upstream_url
+    port = free_port(cfg.bind)
+    base = f"http://{LOOPBACK if cfg.bind in ('0.0.0.0', '::') else cfg.bind}:{port}"
+    server_argv, server_env = _server_command(cfg, port)
+    env.update(server_env)
+    # The stall watchdog names loop blockers of 25 ms and more while profiling (its own default,
+    # 100 ms, would miss a 20 ms CPU call repeated back to back).
+    env.setdefault("LOADLAB_STALL_MS", str(PROFILE_STALL_MS))
+    profiler = (
+        pyspy_argv(run.dir / RAW_PROFILE, rate=cfg.rate, native=cfg.native, nonblocking=cfg.nonblocking)
+        if cfg.profile
+        else None
+    )
+    what = f"py-spy at {cfg.rate} Hz{' with --native' if cfg.native else ''}" if cfg.profile else "no profiler"
+    with run.phase("server", progress, f"starting {cfg.app} on {base} ({what})"):
+        server = stack.enter_context(
+            ProfiledServer(server_argv, profiler_argv=profiler, env=env, log_path=run.dir / "server.log")
+        )
+        run.artefact("server_log", run.dir / "server.log")
+        if cfg.profile:
+            run.data["pids"]["profiler"] = server.process.pid
+        run.data["pids"]["server"] = server.server_pid()
+    with run.phase("ready", progress, "waiting for the app to answer"):
+        try:
+            wait_ready(server.process, base + cfg.health_path, timeout=cfg.ready_timeout, any_status=True)
+        except ProcessError as exc:
+            raise RunFailed(str(exc)) from None
+    return server, base
+
+
 def run_once(cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str | None = None) -> dict[str, Any]:
-    """Profile one server under one load; return the run record (also in ``run_dir/run.json``)."""
+    """Profile one server under one load; return the run record (also in ``run_dir/run.json``).
+
+    With ``--target-host`` no server is started: Locust loads that host, and its instrumentation
+    (if it has loadlab's) is polled, but nothing is profiled.
+    """
     run = Run(run_dir, cfg, variant)
     raw_path = run_dir / RAW_PROFILE
     try:
         with ExitStack() as stack, httpx.Client(timeout=5.0) as client:
             env = dict(os.environ)
-            if cfg.is_demo_app:
-                with run.phase("upstream", progress, "starting the upstream stub"):
-                    upstream, upstream_url = stack.enter_context(upstream_stub(log_path=run_dir / "upstream.log"))
-                    run.data["pids"]["upstream"] = upstream.pid
-                    env["LOADLAB_UPSTREAM_URL"] = upstream_url
-            port = free_port()
-            base = f"http://{LOOPBACK}:{port}"
-            server_argv, server_env = _server_command(cfg, port)
-            env.update(server_env)
-            # The stall watchdog names loop blockers of 25 ms and more while profiling (its own
-            # default, 100 ms, would miss a 20 ms CPU call repeated back to back).
-            env.setdefault("LOADLAB_STALL_MS", str(PROFILE_STALL_MS))
-            profiler = (
-                pyspy_argv(raw_path, rate=cfg.rate, native=cfg.native, nonblocking=cfg.nonblocking)
-                if cfg.profile
-                else None
-            )
-            what = f"py-spy at {cfg.rate} Hz{' with --native' if cfg.native else ''}" if cfg.profile else "no profiler"
-            with run.phase("server", progress, f"starting {cfg.app} on {base} ({what})"):
-                server = stack.enter_context(
-                    ProfiledServer(server_argv, profiler_argv=profiler, env=env, log_path=run_dir / "server.log")
-                )
-                run.artefact("server_log", run_dir / "server.log")
-                if cfg.profile:
-                    run.data["pids"]["profiler"] = server.process.pid
-                run.data["pids"]["server"] = server.server_pid()
-            with run.phase("ready", progress, "waiting for the app to answer"):
-                try:
-                    wait_ready(server.process, base + cfg.health_path, timeout=cfg.ready_timeout, any_status=True)
-                except ProcessError as exc:
-                    raise RunFailed(str(exc)) from None
-                prefix = _debug_prefix(client, base) if cfg.instrument else None
-                debug_url = f"{base}{prefix}/debug/loop" if prefix is not None else None
-                if prefix is not None:
-                    routes = client.get(f"{base}{prefix}/debug/routes").json()
-                    write_json(run_dir / "routes.json", routes)
-                    run.artefact("routes", run_dir / "routes.json")
-                run.data["server"] = {"url": base, "debug_prefix": prefix}
-                run.data["canary_idle"] = _canary_idle(client, base + cfg.health_path)
+            server: ProfiledServer | None = None
+            if cfg.target_host:
+                base = cfg.target_host.rstrip("/")
+            else:
+                server, base = _start_server(run, cfg, stack, env, progress)
+            prefix = _debug_prefix(client, base) if cfg.instrument else None
+            debug_url = f"{base}{prefix}/debug/loop" if prefix is not None else None
+            if prefix is not None:
+                routes = client.get(f"{base}{prefix}/debug/routes").json()
+                write_json(run_dir / "routes.json", routes)
+                run.artefact("routes", run_dir / "routes.json")
+            run.data["server"] = {"url": base, "debug_prefix": prefix}
+            run.data["canary_idle"] = _canary_idle(client, base + cfg.health_path)
             tags = f" -T {' '.join(cfg.tags)}" if cfg.tags else ""
             load_text = f"load: {cfg.users} users for {cfg.duration:g} s ({cfg.resolved_locustfile}{tags})"
             with run.phase("load", progress, load_text):
                 locust_env = dict(env, LOADLAB_HOST=base, LOADLAB_THRESHOLDS_OUT=str(run_dir / "thresholds.json"))
                 locust = stack.enter_context(
                     ManagedProcess(
-                        _locust_argv(cfg, base, run_dir),
-                        name="locust",
-                        env=locust_env,
-                        log_path=run_dir / "locust.log",
+                        _locust_argv(cfg, base, run_dir), name="locust", env=locust_env, log_path=run_dir / "locust.log"
                     )
                 )
                 run.data["pids"]["locust"] = locust.pid
@@ -332,16 +359,14 @@ def run_once(cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str
                     with contextlib.suppress(httpx.HTTPError, ValueError):
                         run.data["stalls"] = client.get(f"{base}{prefix}/debug/stalls").json()["stalls"]
                 run.data["service_probe"] = _probe_service_times(client, base, run.dir / "locust")
-            with run.phase(
-                "stopping",
-                progress,
-                "stopping the server" + (" (py-spy writes the profile)" if cfg.profile else ""),
-            ):
-                run.data["leftover_pids"] = server.stop()
-                stack.close()
+            if server is not None:
+                stopping = "stopping the server" + (" (py-spy writes the profile)" if cfg.profile else "")
+                with run.phase("stopping", progress, stopping):
+                    run.data["leftover_pids"] = server.stop()
+                    stack.close()
         _collect_locust(run, run_dir)
         with run.phase("rendering", progress, "analysing, flame graphs and the report"):
-            profile = _analyse(run, raw_path) if cfg.profile else None
+            profile = _analyse(run, raw_path) if cfg.profile and not cfg.target_host else None
         run.finish("complete")
         render_run(run_dir, profile)  # reads the saved run.json; adds flame graphs, verdicts, theory
     except KeyboardInterrupt:
@@ -402,7 +427,7 @@ def _keep_what_was_gathered(run: Run, raw_path: Path, cfg: ProfileConfig, varian
     with contextlib.suppress(Exception):
         run.data["stats"] = read_locust_stats(run.dir / "locust")
     profile = None
-    if cfg.profile and raw_path.exists():
+    if cfg.profile and not cfg.target_host and raw_path.exists():
         with contextlib.suppress(Exception):
             profile = _analyse(run, raw_path)
     run.save()

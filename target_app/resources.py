@@ -34,7 +34,9 @@ class Resources:
     async def aclose(self) -> None:
         await self.async_http.aclose()
         self.sync_http.close()
-        self.process_pool.shutdown(wait=False, cancel_futures=True)
+        # wait=True: a uvicorn or gunicorn worker process leaves by os._exit, skipping the atexit
+        # hook that would join the pool, so its children would be orphaned if not waited for here.
+        await asyncio.to_thread(self.process_pool.shutdown, wait=True, cancel_futures=True)
 
 
 async def resources(request: Request) -> Resources:

@@ -18,9 +18,16 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def loadlab(*args: str, cwd: Path = REPO, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def loadlab(
+    *args: str, cwd: Path = REPO, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "loadlab", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "loadlab", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -42,16 +49,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two variants of the default demonstration, short."""
     out = tmp_path_factory.mktemp("demo") / "run"
     result = loadlab(
-        "profile",
-        "--variants",
-        "blocking-sleep,threadpool-sleep",
-        "--duration",
-        "3",
-        "--users",
-        "10",
-        "--out",
-        str(out),
-    )
+        "profile", "--variants", "blocking-sleep,threadpool-sleep", "--duration", "3", "--users", "10",
+        "--out", str(out), env={"MY_API_TOKEN": "hunter2-secret", "LOADLAB_NOTE": "kept"},
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr + result.stdout
     return out
 
@@ -135,6 +135,14 @@ def test_cpu_in_async_def_is_named_as_computing(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     top = run_json(out)["analysis"]["loop"]["blockers"][0]
     assert (top["function"], top["kind"], top["route"]) == ("burn_cpu", "cpu", "/cpu/async")
+
+
+def test_run_records_only_loadlab_env_vars(demo: Path) -> None:
+    for path in demo.rglob("*.json"):
+        assert "hunter2-secret" not in path.read_text(), path
+    data = run_json(demo / "blocking-sleep")
+    assert data["env"].get("LOADLAB_NOTE") == "kept"
+    assert all(k.startswith("LOADLAB_") for k in data["env"])
 
 
 def test_blocking_variant_blocks_on_the_loop_thread(demo: Path) -> None:

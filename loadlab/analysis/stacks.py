@@ -190,10 +190,11 @@ def assign_roles(profile: Profile) -> None:
         stacks_of.setdefault(s.thread, []).append(s)
     for key, thread in profile.threads.items():
         mine = stacks_of.get(key, [])
-        if thread.parent_pid is not None and "multiprocessing" in thread.process_cmd:
-            thread.role = Role.POOL_CHILD
-        elif any(_is_loop_runner(f) for s in mine for f in s.frames):
+        # A loop first: uvicorn's and gunicorn's workers are multiprocessing children too.
+        if any(_is_loop_runner(f) for s in mine for f in s.frames):
             thread.role = Role.EVENT_LOOP
+        elif thread.parent_pid is not None and "multiprocessing" in thread.process_cmd:
+            thread.role = Role.POOL_CHILD
         elif _is_anyio_worker(thread, mine):
             thread.role = Role.ANYIO_WORKER
         else:

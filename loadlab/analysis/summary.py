@@ -16,6 +16,7 @@ from loadlab.analysis.stacks import (
     Role,
     SampleKind,
     Stack,
+    ThreadKey,
     classify_sample,
     has_native_frames,
     innermost_app_frame,
@@ -114,23 +115,12 @@ def analyse_profile(
     waiting vs computing where the profile has no native frames."""
     native = has_native_frames(profile)
     routes = load_routes(routes_file)
-    loop_keys = [k for k, t in profile.threads.items() if t.role is Role.EVENT_LOOP]
-    # Only samples taken while the loop ran count, and not the server's own start-up and
-    # shut-down (importing the app, the lifespan): they happen before and after the load.
-    loop_stacks, startup = [], 0
-    for s in profile.stacks:
-        if s.thread not in loop_keys or not (is_loop_callback(s.frames) or is_selector_wait(s.frames)):
-            continue
-        if is_startup(s.frames):
-            startup += s.count
-        else:
-            loop_stacks.append(s)
-    kinds: Counter[str] = Counter()
-    for s in loop_stacks:
-        kinds[classify_sample(s.frames, native).value] += s.count
-    loop_total = sum(kinds.values())
-    busy = loop_total - kinds[SampleKind.PARKED.value]
-
+    roles = process_roles(profile)
+    # The loops that serve requests: a master's own loop (gunicorn runs a control loop) is not one.
+    loop_keys = {
+        k for k, t in profile.threads.items() if t.role is Role.EVENT_LOOP and roles[k.pid] in ("server", "worker")
+    }
+    loop = _loop_section(profile, loop_keys, native, routes, stalls or [])
     per_thread = max((t.samples for t in profile.threads.values()), default=0)
     worker_busy: Counter[str] = Counter()
     worker_locked: Counter[str] = Counter()
@@ -146,8 +136,6 @@ def analyse_profile(
             if _waits_on_lock_or_queue(s.frames):
                 worker_locked[name] += s.count
     busy_workers = sum(worker_busy.values())
-    blockers = loop_blockers(loop_stacks, native, routes, loop_total)
-    _kinds_from_stalls(blockers, stalls or [])
 
     return {
         "native": native,
@@ -156,14 +144,8 @@ def analyse_profile(
             {"pid": t.key.pid, "tid": t.key.tid, "name": t.name, "role": t.role.value, "samples": t.samples}
             for t in sorted(profile.threads.values(), key=lambda t: (t.role.value, t.key.pid, t.key.tid))
         ],
-        "loop": {
-            "threads": len(loop_keys),
-            "samples": loop_total,
-            "startup_samples": startup,
-            "busy_share": round(busy / loop_total, 4) if loop_total else None,
-            "kinds": {k: kinds.get(k, 0) for k in (m.value for m in SampleKind)},
-            "blockers": blockers,
-        },
+        "loop": loop,
+        "processes": _processes(profile, roles, native, routes, stalls or []),
         "threadpool": {
             "workers_seen": len(workers),
             "average_busy_workers": round(busy_workers / per_thread, 2) if per_thread else 0.0,
@@ -180,6 +162,83 @@ def analyse_profile(
             ],
         },
     }
+
+
+def _loop_section(
+    profile: Profile,
+    loop_keys: set[ThreadKey],
+    native: bool,
+    routes: list[RouteInfo],
+    stalls: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Busy share, sample kinds and blockers of the given event-loop threads."""
+    # Only samples taken while the loop ran count, and not the server's own start-up and
+    # shut-down (importing the app, the lifespan): they happen before and after the load.
+    loop_stacks, startup = [], 0
+    for s in profile.stacks:
+        if s.thread not in loop_keys or not (is_loop_callback(s.frames) or is_selector_wait(s.frames)):
+            continue
+        if is_startup(s.frames):
+            startup += s.count
+        else:
+            loop_stacks.append(s)
+    kinds: Counter[str] = Counter()
+    for s in loop_stacks:
+        kinds[classify_sample(s.frames, native).value] += s.count
+    loop_total = sum(kinds.values())
+    busy = loop_total - kinds[SampleKind.PARKED.value]
+    blockers = loop_blockers(loop_stacks, native, routes, loop_total)
+    _kinds_from_stalls(blockers, stalls)
+    return {
+        "threads": len(loop_keys),
+        "samples": loop_total,
+        "startup_samples": startup,
+        "busy_share": round(busy / loop_total, 4) if loop_total else None,
+        "kinds": {k: kinds.get(k, 0) for k in (m.value for m in SampleKind)},
+        "blockers": blockers,
+    }
+
+
+def process_roles(profile: Profile) -> dict[int, str]:
+    """Each profiled process's role: ``server`` (one process serving), ``master`` (the parent of
+    workers), ``worker`` (a child running an event loop), ``process-pool child``, ``other``."""
+    parent: dict[int, int | None] = {}
+    has_loop: set[int] = set()
+    pool: set[int] = set()
+    for t in profile.threads.values():
+        parent.setdefault(t.key.pid, t.parent_pid)
+        if t.role is Role.EVENT_LOOP:
+            has_loop.add(t.key.pid)
+        elif t.role is Role.POOL_CHILD:
+            pool.add(t.key.pid)
+    workers = {pid for pid in has_loop if parent[pid] is not None}
+    roles = {}
+    for pid, ppid in parent.items():
+        if pid in workers:
+            roles[pid] = "worker"
+        elif ppid is None:
+            roles[pid] = "master" if any(parent[w] == pid for w in workers) else "server"
+        elif pid in pool:
+            roles[pid] = "process-pool child"
+        else:
+            roles[pid] = "other"
+    return roles
+
+
+def _processes(
+    profile: Profile, roles: dict[int, str], native: bool, routes: list[RouteInfo], stalls: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One entry per profiled process, with loop figures for the ones that serve requests."""
+    out = []
+    for pid in sorted(roles):
+        threads = [t for t in profile.threads.values() if t.key.pid == pid]
+        entry: dict[str, Any] = {"pid": pid, "role": roles[pid], "threads": len(threads)}
+        loops = {t.key for t in threads if t.role is Role.EVENT_LOOP}
+        if loops and roles[pid] in ("server", "worker"):
+            section = _loop_section(profile, loops, native, routes, stalls)
+            entry.update(busy_share=section["busy_share"], blockers=section["blockers"][:3])
+        out.append(entry)
+    return out
 
 
 def _waits_on_lock_or_queue(frames: tuple[Frame, ...]) -> bool:
