@@ -37,7 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="rounds of each paired comparison (default 3, at least 3)")
     p.add_argument("--duration", type=float, default=6.0, help="seconds of load per measurement (default 6)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and the table go")
-    p.add_argument("--wait-budget", type=float, default=300.0, help="most seconds to wait for a quiet machine")
+    p.add_argument(
+        "--wait-budget", type=float, default=150.0, help="most seconds to wait, in all, for a quiet machine (150)"
+    )
     p.add_argument("--no-install", action="store_true", help="do not try `apt-get install wrk` when it is missing")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, Locust CSVs, profiles)")
     args = p.parse_args(argv)
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     command = "python -m benchmarks.bench" + (" " + shlex.join(argv if argv is not None else sys.argv[1:])).rstrip()
     _progress(f"make bench {stamp}: items {args.items}, {args.repeats} repeats, {args.duration:g} s each")
-    load = wait_for_low_load(0.8, min(args.wait_budget, 180.0))
+    load = wait_for_low_load(0.8, min(args.wait_budget, 60.0))
     _progress(f"load average at start {load['loadavg_1m_at_start']} (waited {load['waited_s']} s)")
     wrk, wrk_status = (None, "not needed") if not set(args.items) & WRK_ITEMS else wrk_binary(not args.no_install)
     _progress(f"wrk: {wrk_status}")
