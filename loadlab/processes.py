@@ -298,9 +298,12 @@ class ProfiledServer:
         log_path: Path,
         stop_timeout: float = 20.0,
     ) -> None:
-        # Under py-spy the server is a grandchild: the launcher gives it a parent-death signal.
-        launched = [sys.executable, "-m", "loadlab._launch", *server_argv]
-        argv = [*profiler_argv, "--", *launched] if profiler_argv else list(server_argv)
+        argv = list(server_argv)
+        if profiler_argv:
+            # Under py-spy the server is a grandchild: the launcher gives it a parent-death signal.
+            if argv[:2] == [sys.executable, "-m"]:
+                argv = [sys.executable, "-m", "loadlab._launch", *argv[2:]]
+            argv = [*profiler_argv, "--", *argv]
         self.profiled = bool(profiler_argv)
         self.process = ManagedProcess(argv, name="server", env=env, log_path=log_path)
         self.stop_timeout = stop_timeout
