@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -54,8 +55,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    # SIGTERM (and SIGINT where a background job ignores it) stops the bench like Ctrl-C: the
+    # context managers stop every child by PID and the figures gathered so far are written.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     os.chdir(REPO)
     start = time.monotonic()
     stamp = time.strftime("%Y%m%d-%H%M%S")
