@@ -8,11 +8,12 @@ STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 8000
 SCENARIO ?= io
 
-.PHONY: help profile test serve lint typecheck clean locust smoke bench
+.PHONY: help profile tour test serve lint typecheck clean locust smoke bench
 
 help:
 	@echo "make profile    profile the target app under load (the main job)"
 	@echo "make test       run the test suite"
+	@echo "make tour       measure each claim of FastAPI's concurrency page (about 80 s)"
 	@echo "make locust     Locust web UI on 127.0.0.1:8089 with the app's event loop in extra tabs (SCENARIO=io|cpu|...)"
 	@echo "make smoke      short headless load tests with pass/fail budgets (CI); outputs in profiles/<run>/"
 	@echo "make bench      measure the harness itself: accuracy, overhead, headroom (~10 min); benchmarks/results/"
@@ -31,6 +32,9 @@ $(STAMP): pyproject.toml constraints.txt
 # make profile [SCENARIO=io] [APP=mypkg.main:app LOCUSTFILE=my_locustfile.py] [USERS=20] [DURATION=8] [ARGS=...]
 profile: $(STAMP)
 	$(BIN)/loadlab profile --scenario $(SCENARIO) $(if $(APP),--app $(APP)) $(if $(LOCUSTFILE),--locustfile $(LOCUSTFILE)) $(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION)) $(ARGS)
+
+tour: $(STAMP)
+	$(BIN)/loadlab tour
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -283,6 +283,34 @@ def compare_cmd(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 
 
 @main.command()
+@click.option(
+    "--duration", "-t", type=click.FloatRange(2, 600), default=5.0, show_default=True, help="Seconds per run."
+)
+@click.option("--users", "-u", type=click.IntRange(2, 1000), default=20, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="The tour folder (must not exist, or be empty).")
+@click.option("--quiet", "-q", is_flag=True)
+def tour(duration: float, users: int, out: Path | None, quiet: bool) -> None:
+    """Measure each claim of FastAPI's concurrency page on the demo app: one report, a verdict each."""
+    from loadlab.runner import RunFailed
+    from loadlab.tour import run_tour
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        path = run_tour(ProfileConfig(users=users, spawn_rate=float(users), out=out), Progress(quiet=quiet), duration)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted: every child process was stopped", err=True)
+        sys.exit(130)
+    except (RunFailed, ProcessError, RunFolderError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo((path.parent / "tour.md").read_text())
+    click.echo(f"report: {path}")
+
+
+@main.command()
 def doctor() -> None:
     """Check that this machine can profile: Python vs py-spy, ptrace, a test attach, free ports."""
     from loadlab.doctor import run_checks

@@ -191,6 +191,7 @@ class _CpuMeter:
 
 
 SERVICE_PROBES = 5
+SCENARIO_PARAMETERS = ("ms", "work", "rows", "kb", "chunks")  # loadtests/common.py's, by env var
 
 
 def _probe_service_times(client: httpx.Client, base: str, csv_prefix: Path) -> dict[str, float]:
@@ -198,6 +199,9 @@ def _probe_service_times(client: httpx.Client, base: str, csv_prefix: Path) -> d
     sequential requests (Little's law needs the time of a request that did not queue). Only rows
     whose name is a plain path are probed; the theory falls back to Locust's fastest response."""
     out: dict[str, float] = {}
+    # The demo scenarios' parameters, when set, go along (routes ignore those they do not take),
+    # so the probe asks for the same work as Locust did; unset, both use the same defaults.
+    params = {k: v for k in SCENARIO_PARAMETERS if (v := os.environ.get(f"LOADLAB_{k.upper()}"))}
     for row in read_locust_stats(csv_prefix):
         name = row["name"]
         if row["method"] != "GET" or not re.fullmatch(r"/[\w\-./]*", name):
@@ -206,7 +210,7 @@ def _probe_service_times(client: httpx.Client, base: str, csv_prefix: Path) -> d
         with contextlib.suppress(httpx.HTTPError):
             for _ in range(SERVICE_PROBES):
                 start = time.perf_counter()
-                client.get(base + name, timeout=15.0)
+                client.get(base + name, params=params, timeout=15.0)
                 times.append((time.perf_counter() - start) * 1000)
         if len(times) == SERVICE_PROBES:
             out[name] = round(statistics.median(times), 3)

@@ -40,7 +40,9 @@ def test_process_pool_beats_the_threadpool(threadpool_one_worker: float, tmp_pat
 
 
 def test_two_workers_beat_one_on_cpu_work(threadpool_one_worker: float, tmp_path: Path) -> None:
-    data = cpu_run(tmp_path / "run", "-T", "threadpool", "--workers", "2")
+    # Users arrive 2 a second, so their keep-alive connections spread over both workers' accept
+    # loops (arriving at once, one worker's loop can take them all, and the other idles).
+    data = cpu_run(tmp_path / "run", "-T", "threadpool", "--workers", "2", "--spawn-rate", "2", "--duration", "6")
     assert endpoint_rps(data) > 1.15 * threadpool_one_worker, (endpoint_rps(data), threadpool_one_worker)
     assert data["report"]["theory"][0]["users"] == 4
 

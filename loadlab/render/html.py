@@ -31,7 +31,7 @@ def esc(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _code(text: str) -> str:
+def inline_code(text: str) -> str:
     # `x` in verdict sentences becomes <code>x</code>, everything else escaped.
     parts = esc(text).split("`")
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
@@ -65,7 +65,7 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def verdict_html(verdicts: list[dict[str, str]]) -> str:
-    return "".join(f'<div class="v {esc(v["level"])}">{_code(v["text"])}</div>' for v in verdicts)
+    return "".join(f'<div class="v {esc(v["level"])}">{inline_code(v["text"])}</div>' for v in verdicts)
 
 
 def _fmt(value: Any, spec: str = "{:.0f}") -> Any:
@@ -169,7 +169,8 @@ def comparison_report(result: dict[str, Any], links: dict[str, str], findings: d
     rps = [float((r["rps"] or {}).get("median") or 0) for r in result["rows"]]
     busy = [100.0 * float((r["loop_busy"] or {}).get("median") or 0) for r in result["rows"]]
     sentences = "".join(
-        f'<div class="v {"ok" if i else "warning"}">{_code(r["sentence"])}</div>' for i, r in enumerate(result["rows"])
+        f'<div class="v {"ok" if i else "warning"}">{inline_code(r["sentence"])}</div>'
+        for i, r in enumerate(result["rows"])
     )
     found = "".join(f"<h3>{esc(name)}</h3>{verdict_html(vs[:2])}" for name, vs in findings.items() if vs)
     heads = ["run", "runs", "req/s", "p95 ms", "canary p95 ms", "loop busy"]

@@ -19,7 +19,7 @@ async def blocking_task(ms: int) -> None:
 
 
 @router.get("/sync")
-async def background_sync(tasks: BackgroundTasks, ms: Ms = 100) -> dict[str, Any]:
+async def background_sync(tasks: BackgroundTasks, ms: Ms = 50) -> dict[str, Any]:
     """Schedules a ``def`` task that sleeps ``ms``: Starlette runs it in the threadpool after the
     response, so the client gets its answer at once and the loop stays free."""
     tasks.add_task(sync_task, ms)
@@ -27,7 +27,7 @@ async def background_sync(tasks: BackgroundTasks, ms: Ms = 100) -> dict[str, Any
 
 
 @router.get("/blocking")
-async def background_blocking(tasks: BackgroundTasks, ms: Ms = 100) -> dict[str, Any]:
+async def background_blocking(tasks: BackgroundTasks, ms: Ms = 50) -> dict[str, Any]:
     """Schedules an ``async def`` task that calls ``time.sleep``: the client still gets its answer
     first, but then the task blocks the loop for ``ms`` and every other request waits."""
     tasks.add_task(blocking_task, ms)

@@ -13,7 +13,7 @@ router = APIRouter(prefix="/cpu", tags=["cpu"])
 
 
 @router.get("/async")
-async def cpu_async(work: Work = 50) -> dict[str, Any]:
+async def cpu_async(work: Work = 20) -> dict[str, Any]:
     """Pure-Python work in ``async def``: it runs on the loop and blocks every other request.
 
     Under load: one request at a time per process, ~1000 / work requests per second.
@@ -22,7 +22,7 @@ async def cpu_async(work: Work = 50) -> dict[str, Any]:
 
 
 @router.get("/threadpool")
-def cpu_threadpool(work: Work = 50) -> dict[str, Any]:
+def cpu_threadpool(work: Work = 20) -> dict[str, Any]:
     """Pure-Python work in ``def``: offloaded to a thread, so the loop stays responsive,
     but the GIL lets only one thread compute at a time.
 
@@ -33,7 +33,7 @@ def cpu_threadpool(work: Work = 50) -> dict[str, Any]:
 
 
 @router.get("/process")
-async def cpu_process(work: Work = 50, res: Resources = Depends(resources)) -> dict[str, Any]:
+async def cpu_process(work: Work = 20, res: Resources = Depends(resources)) -> dict[str, Any]:
     """Pure-Python work in a ``ProcessPoolExecutor`` (``LOADLAB_PROCESS_WORKERS`` processes):
     true parallelism.
 

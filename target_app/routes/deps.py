@@ -58,7 +58,7 @@ async def check_permissions(
 
 
 def write_audit(
-    chain: Annotated[list[dict[str, str]], Depends(check_permissions)], ms: Ms = 10
+    chain: Annotated[list[dict[str, str]], Depends(check_permissions)], ms: Ms = 50
 ) -> list[dict[str, str]]:
     time.sleep(ms / 1000)
     return [*chain, _step("write_audit", "def")]

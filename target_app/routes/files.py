@@ -20,7 +20,7 @@ Kb = Annotated[int, Query(ge=1, le=FILE_BYTES // 1024, description="KiB to read 
 
 
 @router.get("/blocking")
-async def files_blocking(kb: Kb = 1024, res: Resources = Depends(resources)) -> dict[str, Any]:
+async def files_blocking(kb: Kb = 256, res: Resources = Depends(resources)) -> dict[str, Any]:
     """Sync ``open``/``read`` inside ``async def``: every read blocks the loop."""
     remaining, total = kb * 1024, 0
     with open(res.file_path, "rb") as f:
@@ -31,7 +31,7 @@ async def files_blocking(kb: Kb = 1024, res: Resources = Depends(resources)) -> 
 
 
 @router.get("/async")
-async def files_async(kb: Kb = 1024, res: Resources = Depends(resources)) -> dict[str, Any]:
+async def files_async(kb: Kb = 256, res: Resources = Depends(resources)) -> dict[str, Any]:
     """``anyio.open_file``: each read runs in a worker thread and is awaited; the loop stays free."""
     remaining, total = kb * 1024, 0
     async with await anyio.open_file(res.file_path, "rb") as f:

@@ -25,7 +25,7 @@ def _chunk(i: int) -> bytes:
 
 
 @router.get("/async")
-async def stream_async(chunks: Chunks = 10, ms: Ms = 20) -> StreamingResponse:
+async def stream_async(chunks: Chunks = 5, ms: Ms = 50) -> StreamingResponse:
     """An async generator awaiting ``asyncio.sleep`` between chunks: chunks arrive ``ms`` apart
     and the loop serves others in between."""
     _check_total(chunks, ms)
@@ -39,7 +39,7 @@ async def stream_async(chunks: Chunks = 10, ms: Ms = 20) -> StreamingResponse:
 
 
 @router.get("/sync")
-def stream_sync(chunks: Chunks = 10, ms: Ms = 20) -> StreamingResponse:
+def stream_sync(chunks: Chunks = 5, ms: Ms = 50) -> StreamingResponse:
     """A sync iterator with ``time.sleep``: Starlette pulls each chunk in the threadpool, one hop
     per chunk. The loop stays free; each stream holds a worker thread while it sleeps."""
     _check_total(chunks, ms)
@@ -61,7 +61,7 @@ async def blocking_chunks(chunks: int, ms: int) -> AsyncIterator[bytes]:
 
 
 @router.get("/blocking")
-async def stream_blocking(chunks: Chunks = 10, ms: Ms = 20) -> StreamingResponse:
+async def stream_blocking(chunks: Chunks = 5, ms: Ms = 50) -> StreamingResponse:
     """Streams :func:`blocking_chunks`: the bug, in a streaming body."""
     _check_total(chunks, ms)
     return StreamingResponse(blocking_chunks(chunks, ms), media_type="text/plain")
