@@ -8,11 +8,12 @@ STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 8000
 SCENARIO ?= io
 
-.PHONY: help profile tour test serve lint typecheck clean locust smoke bench
+.PHONY: help profile soak tour test serve lint typecheck clean locust smoke bench
 
 help:
 	@echo "make profile    profile the target app under load (the main job)"
 	@echo "make test       run the test suite"
+	@echo "make soak       10 minutes of mixed healthy load; fails if memory grows steadily (not in CI)"
 	@echo "make tour       measure each claim of FastAPI's concurrency page (about 80 s)"
 	@echo "make locust     Locust web UI on 127.0.0.1:8089 with the app's event loop in extra tabs (SCENARIO=io|cpu|...)"
 	@echo "make smoke      short headless load tests with pass/fail budgets (CI); outputs in profiles/<run>/"
@@ -32,6 +33,10 @@ $(STAMP): pyproject.toml constraints.txt
 # make profile [SCENARIO=io] [APP=mypkg.main:app LOCUSTFILE=my_locustfile.py] [USERS=20] [DURATION=8] [ARGS=...]
 profile: $(STAMP)
 	$(BIN)/loadlab profile --scenario $(SCENARIO) $(if $(APP),--app $(APP)) $(if $(LOCUSTFILE),--locustfile $(LOCUSTFILE)) $(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION)) $(ARGS)
+
+# Not in CI: 10 minutes of mixed healthy load; fails if the server's memory grows steadily.
+soak: $(STAMP)
+	$(BIN)/loadlab soak $(ARGS)
 
 tour: $(STAMP)
 	$(BIN)/loadlab tour

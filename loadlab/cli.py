@@ -311,6 +311,34 @@ def tour(duration: float, users: int, out: Path | None, quiet: bool) -> None:
 
 
 @main.command()
+@click.option("--duration", "-t", type=click.FloatRange(60, 7200), default=600.0, show_default=True)
+@click.option("--users", "-u", type=click.IntRange(2, 1000), default=20, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="The run folder (must not exist, or be empty).")
+@click.option("--quiet", "-q", is_flag=True)
+def soak(duration: float, users: int, out: Path | None, quiet: bool) -> None:
+    """Mixed load on the healthy routes for a long while; fail if memory grows steadily."""
+    from loadlab.runner import RunFailed
+    from loadlab.soak import run_soak
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        run_dir, passed = run_soak(
+            ProfileConfig(users=users, spawn_rate=float(users), duration=duration, out=out), Progress(quiet=quiet)
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted: every child process was stopped", err=True)
+        sys.exit(130)
+    except (RunFailed, ProcessError, RunFolderError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo((run_dir / "soak.md").read_text())
+    sys.exit(0 if passed else 1)
+
+
+@main.command()
 def doctor() -> None:
     """Check that this machine can profile: Python vs py-spy, ptrace, a test attach, free ports."""
     from loadlab.doctor import run_checks

@@ -168,9 +168,10 @@ def _live_stats(csv_prefix: Path) -> tuple[float, int] | None:
     return None
 
 
-class _CpuMeter:
-    """CPU use of process trees (a server with its workers and pool children; Locust), in percent
-    of one core since the last reading — to tell when the CPU, not the model, was the limit."""
+class _ProcessMeter:
+    """CPU and memory of process trees (a server with its workers and pool children; Locust): CPU
+    in percent of one core since the last reading — to tell when the CPU, not the model, was the
+    limit — and resident memory, with the harness's own, for the soak test."""
 
     def __init__(self, roots: dict[str, int | None]) -> None:
         self._roots = {k: v for k, v in roots.items() if v}
@@ -179,14 +180,17 @@ class _CpuMeter:
     def read(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for key, pid in self._roots.items():
-            total = 0.0
+            cpu, rss = 0.0, 0
             with contextlib.suppress(psutil.Error):
                 root = psutil.Process(pid)
                 for proc in [root, *root.children(recursive=True)]:
                     cached = self._procs.setdefault(proc.pid, proc)
                     with contextlib.suppress(psutil.Error):
-                        total += cached.cpu_percent(None)
-            out[key] = round(total, 1)
+                        cpu += cached.cpu_percent(None)
+                        rss += cached.memory_info().rss
+            out[f"{key}_cpu_percent"] = round(cpu, 1)
+            out[f"{key}_rss_mb"] = round(rss / 2**20, 1)
+        out["harness_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)
         return out
 
 
@@ -249,7 +253,7 @@ def _poll_during_load(
     deadline = time.monotonic() + cfg.duration + 60
     start = time.monotonic()
     csv_prefix = run.dir / "locust"
-    cpu = _CpuMeter({"server_cpu_percent": run.data["pids"].get("server"), "locust_cpu_percent": locust.pid})
+    meter = _ProcessMeter({"server": run.data["pids"].get("server"), "locust": locust.pid})
     while locust.poll() is None:
         if time.monotonic() > deadline:
             raise RunFailed(f"Locust did not finish within {cfg.duration + 60:g} s; stopped it")
@@ -268,7 +272,7 @@ def _poll_during_load(
                 point.update(client.get(debug_url, params={"window_s": 1}, timeout=2.0).json())
             except (httpx.HTTPError, ValueError):
                 point["unanswered"] = True  # the loop could not answer within 2 s: itself a finding
-        point.update(cpu.read())
+        point.update(meter.read())
         live = _live_stats(csv_prefix)
         if live is not None:
             point["rps"], point["failures"] = live
