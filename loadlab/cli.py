@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -34,6 +35,40 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     print("interrupted: stopping every child process…", file=sys.stderr, flush=True)
     raise KeyboardInterrupt
+
+
+T = TypeVar("T")
+
+
+def _run_children(job: Callable[[], T]) -> T:
+    """Run a job that starts child processes: signals stop them cleanly, failures are one line.
+
+    Ctrl-C and SIGTERM exit 130 once every child is stopped; a bad setting is a usage error (2);
+    a failed run or an unwritable folder is ``error: …`` (1).
+    """
+    from loadlab.runner import RunFailed
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        return job()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted: every child process was stopped; what was gathered is in the run folder", err=True)
+        sys.exit(130)
+    except (RunFailed, ProcessError, RunFolderError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+def _stored(job: Callable[[], T]) -> T:
+    """Run a job over stored runs: a bad or missing file is ``error: …`` (1), nothing written."""
+    try:
+        return job()
+    except (ValueError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -190,7 +225,7 @@ def profile(**opts: Any) -> None:
     (blocking-sleep, threadpool-sleep, offload-sleep, async-sleep, helper-sleep) one after
     another under the same load, then a comparison of them.
     """
-    from loadlab.runner import RunFailed, run_profile
+    from loadlab.runner import run_profile
 
     config = ProfileConfig(
         app=opts["app"],
@@ -221,18 +256,7 @@ def profile(**opts: Any) -> None:
     progress = Progress(quiet=opts["quiet"])
     if not is_loopback(config.bind):
         click.echo(f"warning: the server will listen on {config.bind}, reachable from other machines", err=True)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    try:
-        run_dir = run_profile(config, progress)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    except KeyboardInterrupt:
-        click.echo("interrupted: every child process was stopped; what was gathered is in the run folder", err=True)
-        sys.exit(130)
-    except (RunFailed, ProcessError, RunFolderError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    run_dir = _run_children(lambda: run_profile(config, progress))
     from loadlab.report import summary_text
 
     click.echo(summary_text(run_dir))
@@ -244,12 +268,11 @@ def analyze(run_dir: Path) -> None:
     """Re-analyse a stored run (or every variant of a suite) from its raw profile."""
     from loadlab.report import reanalyse, render, summary_text
 
-    try:
+    def again() -> None:
         reanalyse(run_dir)
         render(run_dir)
-    except (ValueError, OSError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+
+    _stored(again)
     click.echo(summary_text(run_dir))
 
 
@@ -259,11 +282,7 @@ def report(run_dir: Path) -> None:
     """Re-render report.html/report.md (and a suite's comparison) from a stored run."""
     from loadlab.report import render
 
-    try:
-        click.echo(render(run_dir))
-    except (ValueError, OSError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    click.echo(_stored(lambda: render(run_dir)))
 
 
 @main.command(name="compare")
@@ -275,11 +294,7 @@ def compare_cmd(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     from loadlab.report import write_comparison
 
     target = out or (run_dirs[0] if len(run_dirs) == 1 else Path("profiles") / "comparison")
-    try:
-        click.echo(write_comparison(list(run_dirs), target))
-    except (ValueError, OSError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    click.echo(_stored(lambda: write_comparison(list(run_dirs), target)))
 
 
 @main.command()
@@ -291,21 +306,10 @@ def compare_cmd(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 @click.option("--quiet", "-q", is_flag=True)
 def tour(duration: float, users: int, out: Path | None, quiet: bool) -> None:
     """Measure each claim of FastAPI's concurrency page on the demo app: one report, a verdict each."""
-    from loadlab.runner import RunFailed
     from loadlab.tour import run_tour
 
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    try:
-        path = run_tour(ProfileConfig(users=users, spawn_rate=float(users), out=out), Progress(quiet=quiet), duration)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    except KeyboardInterrupt:
-        click.echo("interrupted: every child process was stopped", err=True)
-        sys.exit(130)
-    except (RunFailed, ProcessError, RunFolderError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    config = ProfileConfig(users=users, spawn_rate=float(users), out=out)
+    path = _run_children(lambda: run_tour(config, Progress(quiet=quiet), duration))
     click.echo((path.parent / "tour.md").read_text())
     click.echo(f"report: {path}")
 
@@ -317,23 +321,10 @@ def tour(duration: float, users: int, out: Path | None, quiet: bool) -> None:
 @click.option("--quiet", "-q", is_flag=True)
 def soak(duration: float, users: int, out: Path | None, quiet: bool) -> None:
     """Mixed load on the healthy routes for a long while; fail if memory grows steadily."""
-    from loadlab.runner import RunFailed
     from loadlab.soak import run_soak
 
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    try:
-        run_dir, passed = run_soak(
-            ProfileConfig(users=users, spawn_rate=float(users), duration=duration, out=out), Progress(quiet=quiet)
-        )
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    except KeyboardInterrupt:
-        click.echo("interrupted: every child process was stopped", err=True)
-        sys.exit(130)
-    except (RunFailed, ProcessError, RunFolderError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    config = ProfileConfig(users=users, spawn_rate=float(users), duration=duration, out=out)
+    run_dir, passed = _run_children(lambda: run_soak(config, Progress(quiet=quiet)))
     click.echo((run_dir / "soak.md").read_text())
     sys.exit(0 if passed else 1)
 
