@@ -72,6 +72,10 @@ def summary_text(run_dir: Path) -> str:
     first = _run_dirs(run_dir)[0]
     if (first / "flamegraph.svg").exists():
         lines.append(f"flame graphs: {first / 'flamegraph-loop.svg'} (the event loop), flamegraph.svg (all threads)")
+    if (run_dir / "comparison.html").exists():
+        lines.append(f"comparison report (open this first): {run_dir / 'comparison.html'}")
+    elif (run_dir / "report.html").exists():
+        lines.append(f"report (open this first): {run_dir / 'report.html'}")
     return "\n".join(lines)
 
 
