@@ -17,7 +17,7 @@ help:
 	@echo "make tour       measure each claim of FastAPI's concurrency page (about 80 s)"
 	@echo "make locust     Locust web UI on 127.0.0.1:8089 with the app's event loop in extra tabs (SCENARIO=io|cpu|...)"
 	@echo "make smoke      short headless load tests with pass/fail budgets (CI); outputs in profiles/<run>/"
-	@echo "make bench      measure the harness itself: accuracy, overhead, headroom (~10 min); benchmarks/results/"
+	@echo "make bench      measure the harness itself: accuracy, overhead, headroom (~12 min); benchmarks/results/"
 	@echo "make serve      run the target app on 127.0.0.1:$(PORT) (with its upstream stub)"
 	@echo "make lint       ruff"
 	@echo "make typecheck  mypy --strict on loadlab/ and target_app/"
