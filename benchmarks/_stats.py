@@ -6,26 +6,15 @@ No I/O and no processes here, so ``tests/test_bench.py`` can check them in milli
 from __future__ import annotations
 
 import re
-import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from loadlab.analysis.compare import Spread as BaseSpread
+
 
 @dataclass(frozen=True)
-class Spread:
-    """Median and range of a few repeats; what every figure of the table is."""
-
-    median: float
-    low: float
-    high: float
-    n: int
-
-    @classmethod
-    def of(cls, values: Iterable[float]) -> Spread:
-        xs = sorted(values)
-        if not xs:
-            raise ValueError("a spread needs at least one value")
-        return cls(statistics.median(xs), xs[0], xs[-1], len(xs))
+class Spread(BaseSpread):
+    """Median and range of a few repeats (loadlab's comparison's), as the table prints them."""
 
     def to_dict(self) -> dict[str, float | int]:
         return {"median": self.median, "min": self.low, "max": self.high, "n": self.n}

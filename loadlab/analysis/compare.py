@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from loadlab.analysis.theory import is_canary
 
@@ -15,21 +16,19 @@ SINGLE_RUN_NOISE = 0.10
 
 @dataclass(frozen=True)
 class Spread:
+    """Median and range of a few repeats."""
+
     median: float
     low: float
     high: float
     n: int
 
     @classmethod
-    def of(cls, values: list[float]) -> Spread | None:
-        if not values:
-            return None
-        return cls(statistics.median(values), min(values), max(values), len(values))
-
-    def text(self, fmt: str = "{:.0f}") -> str:
-        if self.n == 1:
-            return fmt.format(self.median)
-        return f"{fmt.format(self.median)} ({fmt.format(self.low)}–{fmt.format(self.high)}, n={self.n})"
+    def of(cls, values: Iterable[float]) -> Self:
+        xs = sorted(values)
+        if not xs:
+            raise ValueError("a spread needs at least one value")
+        return cls(statistics.median(xs), xs[0], xs[-1], len(xs))
 
 
 def run_metrics(run: dict[str, Any]) -> dict[str, float | None]:
@@ -46,6 +45,11 @@ def run_metrics(run: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
+def _spread(values: list[float | None]) -> Spread | None:
+    present = [v for v in values if v is not None]
+    return Spread.of(present) if present else None
+
+
 def _significant(a: Spread, b: Spread) -> bool:
     if a.n >= 2 and b.n >= 2:
         return b.low > a.high or b.high < a.low  # the ranges do not overlap
@@ -60,7 +64,7 @@ def compare(runs: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         groups.setdefault(name, []).append(run_metrics(run))
     keys = ("rps", "p95_ms", "canary_p95_ms", "loop_busy")
     summary: dict[str, dict[str, Spread | None]] = {
-        name: {k: Spread.of([v for m in ms if (v := m[k]) is not None]) for k in keys} for name, ms in groups.items()
+        name: {k: _spread([m[k] for m in ms]) for k in keys} for name, ms in groups.items()
     }
     names = list(summary)
     base_name = names[0] if names else ""
@@ -86,7 +90,7 @@ def _sentence(name: str, base_name: str, s: dict[str, Spread | None], base: dict
     if name == base_name or rps is None or brps is None or not brps.median:
         parts = [f"{name}: the baseline"]
         if rps is not None:
-            parts.append(f"{rps.text()} req/s")
+            parts.append(f"{rps.median:.0f} req/s" + (f" ({rps.low:.0f}–{rps.high:.0f})" if rps.n > 1 else ""))
     else:
         ratio = rps.median / brps.median
         if not _significant(brps, rps):
