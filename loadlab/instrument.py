@@ -174,20 +174,21 @@ class ThreadpoolGauge:
 
 
 class InflightTracker:
-    """Requests in flight, grouped by route template once the app's router has matched them."""
+    """Requests in flight, keyed by the task serving each (what the watchdog looks a stalled task
+    up by), grouped by route template once the app's router has matched them."""
 
     def __init__(self) -> None:
-        self._scopes: dict[int, Scope] = {}
+        self.by_task: dict[object, Scope] = {}
 
-    def enter(self, scope: Scope) -> None:
-        self._scopes[id(scope)] = scope
+    def enter(self, key: object, scope: Scope) -> None:
+        self.by_task[key] = scope
 
-    def exit(self, scope: Scope) -> None:
-        self._scopes.pop(id(scope), None)
+    def exit(self, key: object) -> None:
+        self.by_task.pop(key, None)
 
     def snapshot(self) -> dict[str, Any]:
         by_route: dict[str, int] = {}
-        for scope in list(self._scopes.values()):
+        for scope in list(self.by_task.values()):
             key = route_of(scope)
             by_route[key] = by_route.get(key, 0) + 1
         return {"total": sum(by_route.values()), "by_route": dict(sorted(by_route.items()))}
@@ -413,7 +414,8 @@ class Instrumentation:
         )
         self.registry.register(_GaugeCollector(self))
         self._task: asyncio.Task[None] | None = None
-        self._task_routes: weakref.WeakKeyDictionary[asyncio.Future[Any], Scope] = weakref.WeakKeyDictionary()
+        # Tasks a request spawned (weakly held: they may outlive nothing of ours).
+        self._spawned: weakref.WeakKeyDictionary[asyncio.Future[Any], Scope] = weakref.WeakKeyDictionary()
         self._previous_factory: Any = None
         self._code_routes: dict[CodeType, str] = {}
         self._started_at = time.monotonic()
@@ -462,25 +464,22 @@ class Instrumentation:
         task = previous(loop, coro, **kwargs) if previous else asyncio.Task(coro, loop=loop, **kwargs)
         scope = _REQUEST_SCOPE.get(None)
         if scope is not None:
-            self._task_routes[task] = scope
+            self._spawned[task] = scope
         return task
 
-    def request_started(self, scope: Scope) -> contextvars.Token[Scope | None]:
-        self.inflight.enter(scope)
-        task = asyncio.current_task()
-        if task is not None:
-            self._task_routes[task] = scope
-        return _REQUEST_SCOPE.set(scope)
+    def request_started(self, scope: Scope) -> tuple[object, contextvars.Token[Scope | None]]:
+        # On every request: keep it to a dict insert and a context variable (no weak references).
+        key = asyncio.current_task() or object()
+        self.inflight.enter(key, scope)
+        return key, _REQUEST_SCOPE.set(scope)
 
-    def request_finished(self, scope: Scope, token: contextvars.Token[Scope | None]) -> None:
+    def request_finished(self, started: tuple[object, contextvars.Token[Scope | None]]) -> None:
+        key, token = started
         _REQUEST_SCOPE.reset(token)
-        self.inflight.exit(scope)
-        task = asyncio.current_task()
-        if task is not None:
-            self._task_routes.pop(task, None)
+        self.inflight.exit(key)
 
     def _route_for_task(self, task: asyncio.Future[Any]) -> str | None:
-        scope = self._task_routes.get(task)
+        scope = self.inflight.by_task.get(task) or self._spawned.get(task)
         return route_of(scope) if scope is not None else None
 
     def loop_snapshot(self, window_s: float | None = None) -> dict[str, Any]:
@@ -604,11 +603,11 @@ class InstrumentedApp:
             )
             await send({"type": "http.response.body", "body": body})
             return
-        token = inst.request_started(scope)
+        started = inst.request_started(scope)
         try:
             await self.app(scope, receive, send)
         finally:
-            inst.request_finished(scope, token)
+            inst.request_finished(started)
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
         inst = self.instrumentation
