@@ -198,6 +198,20 @@ SERVICE_PROBES = 5
 SCENARIO_PARAMETERS = ("ms", "work", "rows", "kb", "chunks")  # loadtests/common.py's, by env var
 
 
+def _wait_quiet(client: httpx.Client, debug_url: str | None, timeout: float = 3.0) -> None:
+    """Wait (bounded) until no request is in flight: Locust is gone, but work it started (a thread
+    still sleeping, a queued CPU call) may not be, and the probe must not queue behind it."""
+    if debug_url is None:
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+            if client.get(debug_url, timeout=1.0).json()["inflight"]["total"] == 0:
+                return
+        time.sleep(0.05)
+
+
 def _probe_service_times(client: httpx.Client, base: str, csv_prefix: Path) -> dict[str, float]:
     """Each GET endpoint's service time, measured on the now idle server: the median of a few
     sequential requests (Little's law needs the time of a request that did not queue). Only rows
@@ -366,6 +380,7 @@ def run_once(cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str
                 if prefix is not None:
                     with contextlib.suppress(httpx.HTTPError, ValueError):
                         run.data["stalls"] = client.get(f"{base}{prefix}/debug/stalls").json()["stalls"]
+                _wait_quiet(client, debug_url)
                 run.data["service_probe"] = _probe_service_times(client, base, run.dir / "locust")
             if server is not None:
                 stopping = "stopping the server" + (" (py-spy writes the profile)" if cfg.profile else "")
