@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import inspect
 import json
 import os
@@ -232,6 +233,29 @@ def thread_cpu_ns(native_tid: int) -> int | None:
 CPU_SHARE_FOR_CPU = 0.5
 
 
+class _GcTracker:
+    """Which threads are inside a garbage collection right now (``gc.callbacks`` run in the thread
+    that collects), so a stall caused by a full collection of a large heap is named as such."""
+
+    def __init__(self) -> None:
+        self.collecting: dict[int, int] = {}
+        self._installed = False
+
+    def install(self) -> None:
+        if not self._installed:
+            gc.callbacks.append(self._callback)
+            self._installed = True
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.collecting[threading.get_ident()] = info.get("generation", -1)
+        else:
+            self.collecting.pop(threading.get_ident(), None)
+
+
+_GC = _GcTracker()
+
+
 class StallWatchdog:
     """A daemon thread that catches the event loop blocked, and names the function blocking it.
 
@@ -268,6 +292,7 @@ class StallWatchdog:
         self._thread = threading.Thread(target=self._run, name="loadlab-stall-watchdog", daemon=True)
 
     def start(self) -> None:
+        _GC.install()
         self._thread.start()
 
     def stop(self) -> None:
@@ -278,6 +303,10 @@ class StallWatchdog:
     def _capture(self) -> tuple[list[FrameInfo], str | None]:
         frame = sys._current_frames().get(self.loop_thread_id)
         frames = application_frames(frame)
+        collecting = _GC.collecting.get(self.loop_thread_id)
+        if collecting is not None:
+            # The interpreter's own garbage collector holds the loop, not the frame it interrupted.
+            frames.insert(0, FrameInfo(f"(garbage collection, generation {collecting})", "<gc>", 0))
         route: str | None = None
         if self._route_for_task is not None:
             try:

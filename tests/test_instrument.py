@@ -83,3 +83,30 @@ async def test_watchdog_records_a_stall_with_its_culprit() -> None:
     assert stall.function == "hog_the_loop"
     assert 150 <= stall.duration_ms < 1000
     assert probe.snapshot()["max"] >= 150
+
+
+async def test_a_stall_in_garbage_collection_is_named_as_such() -> None:
+    import gc
+
+    probe = LoopLagProbe(interval=0.005)
+    task = asyncio.create_task(probe.run())
+    watchdog = StallWatchdog(probe, asyncio.get_running_loop(), threading.get_ident(), stall_ms=50)
+    watchdog.start()
+
+    class Slow:
+        # A finalizer that blocks makes the collection itself long, the way a huge heap would.
+        def __del__(self) -> None:
+            time.sleep(0.2)
+
+    try:
+        await asyncio.sleep(0.05)
+        cycle: list[object] = [Slow()]
+        cycle.append(cycle)
+        del cycle
+        gc.collect()
+        await asyncio.sleep(0.05)
+    finally:
+        watchdog.stop()
+        task.cancel()
+    assert watchdog.total >= 1
+    assert watchdog.stalls[0].function == "(garbage collection, generation 2)"

@@ -134,7 +134,10 @@ def test_healthy_routes_never_fail_in_50_runs(suite: pytest.Pytester) -> None:
         """
     )
     started = time.monotonic()
-    result = suite.runpytest()
+    # In a process of its own, as a user's suite runs: in-process, the pytester run shares the heap
+    # of this whole test session, whose full garbage collections (>100 ms, seen in CI) really do
+    # hold the loop, but say nothing about the routes.
+    result = suite.runpytest_subprocess(timeout=120)
     elapsed = time.monotonic() - started
     result.assert_outcomes(passed=51, failed=1)
     result.stdout.fnmatch_lines(["FAILED test_healthy.py::test_control_a_block_over_budget_fails - *"])
