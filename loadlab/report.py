@@ -10,7 +10,7 @@ from loadlab.analysis.compare import compare
 from loadlab.analysis.stacks import Profile, read_raw
 from loadlab.analysis.summary import analyse_profile
 from loadlab.analysis.theory import canary_damage, theory_table
-from loadlab.analysis.verdicts import verdicts
+from loadlab.analysis.verdicts import BLOCKER_SHARE, verdicts
 from loadlab.render import html, markdown
 from loadlab.render.flamegraph import render_flamegraph
 from loadlab.render.speedscope import to_speedscope
@@ -44,8 +44,9 @@ def _row(name: str, data: dict[str, Any]) -> list[str]:
     loop = data.get("analysis", {}).get("loop", {})
     busy = loop.get("busy_share")
     blockers = loop.get("blockers") or []
-    top = blockers[0] if blockers and busy else None
-    blocker = f"{top['function']} {top['share']:.0%} ({top['kind']})" if top else "-"
+    # Only the user's code is a finding; the server's and framework's own work is not a blocker.
+    top = next((b for b in blockers if b.get("file") and b["share"] >= BLOCKER_SHARE), None) if busy else None
+    blocker = f"{top['function']} {top['share']:.0%} ({top['kind']})" if top else f"none ≥ {BLOCKER_SHARE:.0%}"
     return [
         name,
         data.get("status", "?"),

@@ -168,9 +168,11 @@ def comparison_report(result: dict[str, Any], links: dict[str, str], findings: d
     names = [r["name"] for r in result["rows"]]
     rps = [float((r["rps"] or {}).get("median") or 0) for r in result["rows"]]
     busy = [100.0 * float((r["loop_busy"] or {}).get("median") or 0) for r in result["rows"]]
+    # Each sentence takes the colour of its run's worst verdict (problems sort first).
     sentences = "".join(
-        f'<div class="v {"ok" if i else "warning"}">{inline_code(r["sentence"])}</div>'
-        for i, r in enumerate(result["rows"])
+        f'<div class="v {esc((findings.get(r["name"]) or [{"level": "ok"}])[0]["level"])}">'
+        f"{inline_code(r['sentence'])}</div>"
+        for r in result["rows"]
     )
     found = "".join(f"<h3>{esc(name)}</h3>{verdict_html(vs[:2])}" for name, vs in findings.items() if vs)
     heads = ["run", "runs", "req/s", "p95 ms", "canary p95 ms", "loop busy"]
