@@ -232,3 +232,22 @@ def test_harness_killed_outright_leaves_no_process(tmp_path: Path) -> None:
         except AssertionError:
             time.sleep(0.2)
     assert_all_stopped(data["pids"])
+
+
+def test_two_runs_at_the_same_time_do_not_collide(tmp_path: Path) -> None:
+    # Free ports are picked per run and run folders are never reused, so two harnesses side by
+    # side each finish with their own complete record.
+    procs = [
+        start(["-T", "async-sleep", "--duration", "2", "--users", "3", "--profiles-dir", str(tmp_path)])
+        for _ in range(2)
+    ]
+    for proc in procs:
+        stderr = finish(proc, timeout=90)
+        assert proc.returncode == 0, stderr
+    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink())
+    assert len(runs) == 2
+    for run in runs:
+        data = run_json(run)
+        assert data["status"] == "complete"
+        assert_all_stopped(data["pids"])
+    assert run_json(runs[0])["server"]["url"] != run_json(runs[1])["server"]["url"]
