@@ -7,7 +7,7 @@ import ipaddress
 import os
 import re
 import socket
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,7 +67,6 @@ class ProfileConfig:
     target_host: str | None = None  # load this host instead of starting a server (no profile)
     allow_remote: bool = False  # let --target-host be a non-loopback address
     ready_timeout: float = 60.0
-    locust_args: tuple[str, ...] = field(default=())
 
     @property
     def is_demo_app(self) -> bool:

@@ -250,7 +250,7 @@ def _locust_argv(cfg: ProfileConfig, host: str, run_dir: Path) -> list[str]:
         argv += ["--processes", str(cfg.locust_processes)]
     if cfg.tags:
         argv += ["-T", *cfg.tags]
-    return argv + list(cfg.locust_args)
+    return argv
 
 
 def _poll_during_load(
@@ -392,17 +392,12 @@ def run_once(cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str
             profile = _analyse(run, raw_path) if cfg.profile and not cfg.target_host else None
         run.finish("complete")
         render_run(run_dir, profile)  # reads the saved run.json; adds flame graphs, verdicts, theory
-    except KeyboardInterrupt:
-        run.finish("incomplete", f"interrupted during {run.data['phase']}")
-        _keep_what_was_gathered(run, raw_path, cfg, variant)
-        raise
-    except RunFailed as exc:
-        run.finish("failed", str(exc))
-        _keep_what_was_gathered(run, raw_path, cfg, variant)
-        raise
-    except Exception as exc:
-        run.finish("failed", f"{type(exc).__name__}: {exc}")
-        _keep_what_was_gathered(run, raw_path, cfg, variant)
+    except (KeyboardInterrupt, Exception) as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            run.finish("incomplete", f"interrupted during {run.data['phase']}")
+        else:
+            run.finish("failed", str(exc) if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}")
+        _keep_what_was_gathered(run, raw_path, cfg)
         raise
     return load_run(run_dir)  # with the report added
 
@@ -445,7 +440,7 @@ def _analyse(run: Run, raw_path: Path) -> Profile | None:
     return profile
 
 
-def _keep_what_was_gathered(run: Run, raw_path: Path, cfg: ProfileConfig, variant: str | None) -> None:
+def _keep_what_was_gathered(run: Run, raw_path: Path, cfg: ProfileConfig) -> None:
     """After a failure or an interruption: keep Locust's outputs and render the partial profile."""
     with contextlib.suppress(Exception):
         run.data["stats"] = read_locust_stats(run.dir / "locust")
@@ -496,12 +491,11 @@ def run_profile(cfg: ProfileConfig, progress: Progress) -> Path:
             entry: dict[str, Any] = {"name": variant, "dir": variant, "status": "incomplete"}
             suite["variants"].append(entry)
             try:
-                data = run_once(cfg.for_variant(variant), vdir, progress, variant=variant)
+                run_once(cfg.for_variant(variant), vdir, progress, variant=variant)
             finally:
                 with contextlib.suppress(Exception):
                     entry.update(_variant_summary(vdir))
                 write_json(run_dir / RUN_JSON, suite)
-            del data
         suite["status"] = "complete"
         write_json(run_dir / RUN_JSON, suite)
         progress.note(f"comparison: {write_comparison([run_dir], run_dir)}")

@@ -15,7 +15,6 @@ import gzip
 import os
 import re
 import sysconfig
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -301,16 +300,6 @@ def innermost_app_frame(frames: tuple[Frame, ...]) -> Frame | None:
         if not frame.native and not is_library_file(frame.file):
             return frame
     return None
-
-
-def loop_sample_kinds(profile: Profile) -> Counter[SampleKind]:
-    """How the event-loop threads' samples split between parked, cpu, wait and unknown."""
-    native = has_native_frames(profile)
-    counts: Counter[SampleKind] = Counter()
-    for s in profile.stacks:
-        if profile.threads[s.thread].role is Role.EVENT_LOOP:
-            counts[classify_sample(s.frames, native)] += s.count
-    return counts
 
 
 def is_idle_sample(thread: Thread, frames: tuple[Frame, ...], has_native: bool) -> bool:
