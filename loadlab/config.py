@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from loadlab.redact import redact_setting, redact_url, secrets_of
+from loadlab.results import CLAIM_FILE
+
 DEMO_APP = "target_app.main:app"
 LOOPBACK = "127.0.0.1"
 SCENARIOS = ("io", "cpu", "trivial", "deps", "db", "upstream", "files", "stream", "background")
@@ -67,6 +70,7 @@ class ProfileConfig:
     target_host: str | None = None  # load this host instead of starting a server (no profile)
     allow_remote: bool = False  # let --target-host be a non-loopback address
     ready_timeout: float = 60.0
+    fail_ratio: float = 0.01  # failed/total requests above this make a run "doubtful"
 
     @property
     def is_demo_app(self) -> bool:
@@ -103,11 +107,15 @@ class ProfileConfig:
         if self.server == "gunicorn" and self.loop != "auto":
             raise ConfigError("--loop applies to --server uvicorn only; gunicorn's uvicorn worker picks its own")
         _bounded("--rate", self.rate, 1, 1000)
+        _bounded("--fail-ratio", self.fail_ratio, 0, 1)
+        check_bind(self.bind)
         if self.target_host is not None:
             _check_target_host(self.target_host, self.allow_remote)
         if not self.health_path.startswith("/"):
             raise ConfigError(f"--health-path must start with '/'; got {self.health_path!r}")
         if self.out is not None and self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
+            if (self.out / CLAIM_FILE).exists():
+                raise ConfigError(f"--out {self.out} is already used by another run; pick a new folder")
             raise ConfigError(f"--out {self.out} already exists and is not an empty folder; pick a new one")
         for v in self.variants:
             if not re.fullmatch(r"[\w-]+", v):
@@ -126,6 +134,8 @@ class ProfileConfig:
             elif isinstance(value, tuple):
                 data[key] = list(value)
         data["locustfile"] = str(self.resolved_locustfile)
+        if self.target_host:
+            data["target_host"] = redact_url(self.target_host)
         return data
 
 
@@ -138,10 +148,32 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
+def check_bind(host: str) -> None:
+    """The server can listen on ``host``: an address of this machine (a hostname resolving to one)."""
+    try:
+        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise ConfigError(
+            f"--bind {host!r} is not an address or a host name this machine knows; try 127.0.0.1"
+        ) from None
+    family, _, _, _, address = infos[0]
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind(address)
+    except OSError as exc:
+        raise ConfigError(
+            f"--bind {host} is not an address of this machine ({exc.strerror}); use 127.0.0.1 or one of its own"
+        ) from None
+
+
 def _check_target_host(url: str, allow_remote: bool) -> None:
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError:
+        raise ConfigError(f"--target-host has a bad port: {redact_url(url)!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"--target-host must be an http:// or https:// URL; got {url!r}")
+        raise ConfigError(f"--target-host must be an http:// or https:// URL; got {redact_url(url)!r}")
     if not allow_remote and not is_loopback(parts.hostname):
         raise ConfigError(
             f"--target-host {parts.hostname} is not a loopback address: loadlab only loads hosts you name "
@@ -154,6 +186,37 @@ def _bounded(flag: str, value: float, lo: float, hi: float) -> None:
         raise ConfigError(f"{flag} must be from {lo:g} to {hi:g}; got {value:g}")
 
 
+# Every ``LOADLAB_*`` variable loadlab itself defines: the CLI's flags, the target app's settings,
+# the scenarios' parameters and the smoke budgets. Only these are recorded in ``run.json``; any
+# other (a ``LOADLAB_API_TOKEN`` of the user's app, say) is left out, not even named.
+KNOWN_ENV = frozenset(
+    "LOADLAB_" + name
+    for name in (
+        # loadlab profile's flags
+        "APP FACTORY SCENARIO LOCUSTFILE VARIANTS TAGS USERS SPAWN_RATE DURATION WORKERS SERVER "
+        "LOCUST_PROCESSES LOOP RATE NATIVE NONBLOCKING NO_PROFILE NO_INSTRUMENT BIND TARGET_HOST "
+        "ALLOW_REMOTE HEALTH_PATH OUT PROFILES_DIR FAIL_RATIO PYSPY "
+        # the target app and the instrumentation
+        "THREAD_TOKENS PROCESS_WORKERS UPSTREAM_URL UPSTREAM_TIMEOUT_S DB_PATH DATA_DIR STALL_MS "
+        "POOL_SIZE POOL_TIMEOUT_MS DEBUG_ALLOW "
+        # the scenarios' parameters and load shapes
+        "HOST MS WORK ROWS KB CHUNKS WAIT_MS CANARY_RPS SHAPE STEP_USERS STEP_SECONDS ARRIVAL_RATE "
+        # the smoke budgets
+        "P95_MS P99_MS ENDPOINT_BUDGETS LOOP_LAG_P99_MS MAX_GENERATOR_CPU THRESHOLDS_OUT"
+    ).split()
+)
+
+
 def loadlab_env() -> dict[str, str]:
-    """The ``LOADLAB_*`` variables of this process: the only environment a run records."""
-    return {k: v for k, v in os.environ.items() if k.startswith("LOADLAB_")}
+    """The ``LOADLAB_*`` settings of this process that loadlab defines: the only environment a run
+    records, with secrets masked (a password in a URL, a variable named like a token)."""
+    return {k: redact_setting(k, v) for k, v in sorted(os.environ.items()) if k in KNOWN_ENV}
+
+
+def run_secrets(config: ProfileConfig | None = None) -> list[str]:
+    """The secret values a run must not write down: from every ``LOADLAB_*`` variable (known or
+    not: the server and Locust inherit them all) and from the config's URLs."""
+    settings: dict[str, object] = {k: v for k, v in os.environ.items() if k.startswith("LOADLAB_")}
+    if config is not None and config.target_host:
+        settings["--target-host"] = config.target_host
+    return secrets_of(settings)

@@ -3,7 +3,6 @@ busy the threadpool was. Pure functions: the same profile always gives the same 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from loadlab.analysis.stacks import (
     is_selector_wait,
     is_startup,
 )
+from loadlab.results import StoredDataError, read_json
 
 TOP_BLOCKERS = 10
 
@@ -40,8 +40,11 @@ def load_routes(path: Path | None) -> list[RouteInfo]:
     """The app's routes as the instrumentation listed them (``routes.json``), if present."""
     if path is None or not path.exists():
         return []
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return [RouteInfo(r["path"], r["function"], r["file"]) for r in data.get("routes", [])]
+    data = read_json(path)
+    try:
+        return [RouteInfo(str(r["path"]), str(r["function"]), str(r["file"])) for r in data.get("routes", [])]
+    except (AttributeError, KeyError, TypeError):
+        raise StoredDataError(f'{path}: expected {{"routes": [{{"path", "function", "file"}}, …]}}') from None
 
 
 def _handler(frames: tuple[Frame, ...], routes: list[RouteInfo]) -> tuple[str | None, str | None]:
