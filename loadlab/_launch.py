@@ -5,7 +5,8 @@ The server runs as py-spy's child, so the harness cannot give it a parent-death 
 this launcher asks the kernel for one (Linux ``PR_SET_PDEATHSIG``) and then runs the module in the
 same interpreter (not ``exec``: py-spy would lose an interpreter replaced under it). If the harness
 is killed outright, py-spy gets SIGTERM from the kernel, and the server in turn when py-spy exits.
-Deliberately tiny: it imports nothing of loadlab's.
+Its exit code goes to the file named by ``LOADLAB_SERVER_EXIT_FILE``: py-spy, its parent, would
+otherwise be the only one to know it. Deliberately tiny: it imports nothing of loadlab's.
 """
 
 import ctypes
@@ -27,7 +28,33 @@ def main() -> None:
             sys.exit(1)
     module = sys.argv[1]
     sys.argv = [module, *sys.argv[2:]]
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    exit_file = os.environ.pop("LOADLAB_SERVER_EXIT_FILE", None)
+
+    def record(code: int) -> None:
+        if exit_file:
+            try:
+                with open(exit_file, "w") as f:
+                    f.write(f"{code}\n")
+            except OSError:
+                pass
+
+    def terminated(signum: int, frame: object) -> None:
+        # uvicorn shuts down on SIGTERM, then raises the signal again with this handler restored:
+        # the process ends "killed by SIGTERM", as it would have without the launcher.
+        record(-signum)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, terminated)
+    code = 1  # an exception escaping the module exits with 1
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        raise
+    finally:
+        record(code)
 
 
 if __name__ == "__main__":

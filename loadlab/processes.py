@@ -16,13 +16,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import IO, Protocol
 
 import httpx
 import psutil
+
+from loadlab._guard import TOKEN_VAR, carriers
 
 LOOPBACK = "127.0.0.1"
 STOP_LADDER: tuple[tuple[signal.Signals, float], ...] = (
@@ -56,6 +61,53 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
         time.sleep(0.05)
         alive = [p for p in alive if _alive(p)]
     return alive
+
+
+# How long a process that outlived its tree's stop ladder gets between SIGTERM and SIGKILL.
+LEFTOVER_GRACE_S = 2.0
+# The server's own exit code, written by the launcher: under py-spy the server is py-spy's child,
+# so its exit status is py-spy's to collect, not ours.
+SERVER_EXIT_FILE_VAR = "LOADLAB_SERVER_EXIT_FILE"
+
+
+class _Guardian:
+    """The one ``loadlab._guard`` process of this harness, told the token of every child tree."""
+
+    _lock = threading.Lock()
+    _stdin: IO[bytes] | None = None
+
+    @classmethod
+    def register(cls, token: str) -> None:
+        with cls._lock:
+            if cls._stdin is None:
+                env = {k: v for k, v in os.environ.items() if k != TOKEN_VAR}
+                with contextlib.suppress(OSError):
+                    guard = subprocess.Popen(
+                        [sys.executable, "-m", "loadlab._guard"],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        env=env,
+                        start_new_session=True,  # it must outlive the harness, and its Ctrl-C
+                    )
+                    cls._stdin = guard.stdin
+            if cls._stdin is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    cls._stdin.write(f"{token}\n".encode())
+                    cls._stdin.flush()
+
+
+def _signal_name(code: int) -> str:
+    with contextlib.suppress(ValueError):
+        return signal.Signals(-code).name
+    return f"signal {-code}"
+
+
+def describe_exit(code: int | None) -> str:
+    """``code 3``, ``killed by SIGKILL``, or ``exit code unknown``."""
+    if code is None:
+        return "exit code unknown"
+    return f"killed by {_signal_name(code)}" if code < 0 else f"code {code}"
 
 
 class ProcessError(RuntimeError):
@@ -105,6 +157,10 @@ class ManagedProcess:
         self.returncode: int | None = None
         self.leftovers: list[int] = []
         self._descendants: dict[int, psutil.Process] = {}
+        # Every process of this child's tree inherits the token, so one that escaped the tree
+        # (setsid, a double fork) is still found by it, here and by the guardian.
+        self.token = uuid.uuid4().hex
+        self.env[TOKEN_VAR] = self.token
 
     @property
     def pid(self) -> int:
@@ -113,6 +169,7 @@ class ManagedProcess:
         return self.popen.pid
 
     def start(self) -> ManagedProcess:
+        _Guardian.register(self.token)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             try:
@@ -176,7 +233,31 @@ class ManagedProcess:
                     if pid not in self.leftovers:
                         self.leftovers.append(pid)
         psutil.wait_procs(killed, timeout=2.0)
+        self.kill_escaped()
         return self.returncode
+
+    def escaped(self) -> list[psutil.Process]:
+        """Processes that carry this child's token but are no descendant seen so far: detached
+        with ``setsid`` or a double fork, or orphaned before they were seen."""
+        out = []
+        for pid in carriers({self.token}, {os.getpid()}):
+            with contextlib.suppress(psutil.Error):
+                out.append(psutil.Process(pid))
+        return out
+
+    def kill_escaped(self) -> None:
+        """SIGTERM, then SIGKILL after a short grace, whatever of this tree is still running."""
+        rest = self.escaped()
+        for proc in rest:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        for proc in _wait_gone(rest, LEFTOVER_GRACE_S):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(rest, timeout=2.0)
+        for proc in rest:
+            if proc.pid not in self.leftovers:
+                self.leftovers.append(proc.pid)
 
     def __enter__(self) -> ManagedProcess:
         return self.start()
@@ -190,7 +271,15 @@ class ManagedProcess:
                 self.log_path.unlink()
 
 
-def wait_ready(process: ManagedProcess, url: str, timeout: float = 30.0, any_status: bool = False) -> float:
+class _Watched(Protocol):
+    name: str
+
+    def poll(self) -> int | None: ...
+
+    def tail(self, lines: int = 15) -> str: ...
+
+
+def wait_ready(process: _Watched, url: str, timeout: float = 30.0, any_status: bool = False) -> float:
     """Poll ``url`` until it answers 200 (any HTTP answer with ``any_status``); return the seconds
     it took. Raises :class:`ProcessError` with the process's last output if it exits or the time
     runs out.
@@ -299,13 +388,18 @@ class ProfiledServer:
         stop_timeout: float = 20.0,
     ) -> None:
         argv = list(server_argv)
+        env = dict(os.environ if env is None else env)
+        self.exit_file = log_path.with_name(f".{log_path.stem}-exit-code")
         if profiler_argv:
-            # Under py-spy the server is a grandchild: the launcher gives it a parent-death signal.
+            # Under py-spy the server is a grandchild: the launcher gives it a parent-death signal
+            # and writes down its exit code, which only py-spy could otherwise collect.
             if argv[:2] == [sys.executable, "-m"]:
                 argv = [sys.executable, "-m", "loadlab._launch", *argv[2:]]
+                env[SERVER_EXIT_FILE_VAR] = str(self.exit_file)
             argv = [*profiler_argv, "--", *argv]
         self.profiled = bool(profiler_argv)
-        self.process = ManagedProcess(argv, name="server", env=env, log_path=log_path)
+        self.name = "server"
+        self.process = ManagedProcess(argv, name=self.name, env=env, log_path=log_path)
         self.stop_timeout = stop_timeout
         self.stopped = False
         self._server: psutil.Process | None = None
@@ -335,18 +429,49 @@ class ProfiledServer:
             time.sleep(0.05)
         return None
 
-    def poll(self) -> int | None:
-        """None while the server master runs, else an exit code. Under py-spy the master itself is
-        watched: when it dies, py-spy may go on sampling its orphaned children."""
-        code = self.process.poll()
-        if code is not None or self._server is None:
-            return code
+    def server_exit_code(self) -> int | None:
+        """The server master's own exit code, once it has exited (None if unknown: killed by a
+        signal under py-spy, or still running)."""
+        if not self.profiled:
+            return self.process.poll()
+        with contextlib.suppress(OSError, ValueError):
+            return int(self.exit_file.read_text().strip())
+        return None
+
+    def _master_running(self) -> bool:
+        if self._server is None:
+            return self.process.poll() is None
         try:
-            if self._server.status() != psutil.STATUS_ZOMBIE:
-                return None
+            return self._server.status() != psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
-            pass
-        return -1
+            return False
+
+    def failure(self) -> str | None:
+        """None while the server (and py-spy, when profiling) runs; else what stopped, in a
+        sentence that blames the right process with its own exit code."""
+        spy = self.process.poll()
+        if not self.profiled:
+            return None if spy is None else f"the server exited ({describe_exit(spy)})"
+        running = self._master_running()
+        if spy is not None and (spy != 0 or running):
+            server = "still running" if running else f"then stopped ({describe_exit(self.server_exit_code())})"
+            return f"py-spy exited ({describe_exit(spy)}) while the server was being profiled; the server {server}"
+        if running:
+            return None
+        code = self.server_exit_code()
+        how = describe_exit(code) if code is not None else "killed by a signal, or crashed: exit code unknown"
+        return f"the server exited ({how})"
+
+    def tail(self, lines: int = 15) -> str:
+        """The last lines the server (and py-spy) wrote."""
+        return self.process.tail(lines)
+
+    def poll(self) -> int | None:
+        """None while the server master runs, else its own exit code (-1 if unknown)."""
+        if self._master_running() and self.process.poll() is None:
+            return None
+        code = self.server_exit_code()
+        return -1 if code is None else code
 
     def stop(self) -> list[int]:
         """Stop the server, let py-spy write its profile, and return PIDs that had to be killed."""
@@ -375,7 +500,10 @@ class ProfiledServer:
                     with contextlib.suppress(psutil.Error):
                         proc.terminate()
                         self.process.leftovers.append(proc.pid)
-                        _wait_gone([proc], 3.0)
+                # One that ignores SIGTERM gets SIGKILL after a short grace: py-spy waits for it.
+                for proc in _wait_gone(rest, LEFTOVER_GRACE_S):
+                    with contextlib.suppress(psutil.Error):
+                        proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.popen.wait(self.stop_timeout)
         self.process.stop()

@@ -25,6 +25,9 @@ def create_app() -> Any:
     app = import_from_string(spec)
     if os.environ.get("LOADLAB_WRAP_FACTORY") == "1":
         app = app()
+    if not callable(app):
+        # Served as it is, every request would fail with a 500 and the run would measure that.
+        raise TypeError(f"--app {spec} is not an ASGI app: it is a {type(app).__name__}, not a callable")
     if isinstance(app, InstrumentedApp):
         return app
     stall_ms = float(os.environ.get("LOADLAB_STALL_MS") or DEFAULT_STALL_MS)
