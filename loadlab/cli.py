@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from loadlab import __version__
-from loadlab.config import DEMO_APP, SCENARIOS, ConfigError, ProfileConfig, is_loopback
+from loadlab.config import DEMO_APP, SCENARIOS, ConfigError, ProfileConfig, check_bind, is_loopback
 from loadlab.processes import ProcessError
 from loadlab.progress import Progress
 from loadlab.results import RunFolderError
@@ -62,12 +62,20 @@ def _run_children(job: Callable[[], T]) -> T:
         sys.exit(1)
 
 
-def _stored(job: Callable[[], T]) -> T:
-    """Run a job over stored runs: a bad or missing file is ``error: …`` (1), nothing written."""
+def _stored(job: Callable[[], T], where: Path | None = None) -> T:
+    """Run a job over stored runs: a bad or missing file is ``error: …`` (1), nothing written.
+
+    Readers check the documented keys when they load a file (naming the file and the key); a
+    record that passes that yet lacks something deeper still gets one line, naming the folder.
+    """
     try:
         return job()
     except (ValueError, OSError) as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        place = f"{where}: " if where else ""
+        click.echo(f"error: {place}a stored file does not have the shape this loadlab reads ({exc!r})", err=True)
         sys.exit(1)
 
 
@@ -217,6 +225,14 @@ def main() -> None:
     default=Path("profiles"),
     show_default=True,
 )
+@click.option(
+    "--fail-ratio",
+    envvar="LOADLAB_FAIL_RATIO",
+    type=click.FloatRange(0, 1),
+    default=0.01,
+    show_default=True,
+    help="Share of failed requests above which a run is 'doubtful' (exit 3); all failed is 'failed' (exit 1).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def profile(**opts: Any) -> None:
     """Run the app under py-spy, drive it with Locust, write profiles/<run>/.
@@ -252,14 +268,36 @@ def profile(**opts: Any) -> None:
         allow_remote=opts["allow_remote"],
         out=opts["out"],
         profiles_dir=opts["profiles_dir"],
+        fail_ratio=opts["fail_ratio"],
     )
     progress = Progress(quiet=opts["quiet"])
+    try:
+        check_bind(config.bind)  # before the warning below: a bad address is an error, not a warning
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     if not is_loopback(config.bind):
         click.echo(f"warning: the server will listen on {config.bind}, reachable from other machines", err=True)
     run_dir = _run_children(lambda: run_profile(config, progress))
     from loadlab.report import summary_text
 
     click.echo(summary_text(run_dir))
+    _exit_for_status(run_dir)
+
+
+# ``loadlab profile``'s exit code by the run's status (a suite's is its worst variant's).
+EXIT_CODES = {"complete": 0, "failed": 1, "doubtful": 3}
+
+
+def _exit_for_status(run_dir: Path) -> None:
+    """Exit 1 for a failed run, 3 for a doubtful one, with its reason on stderr; return if complete."""
+    from loadlab.results import load_run
+
+    data = _stored(lambda: load_run(run_dir))
+    status = data.get("status", "failed")
+    code = EXIT_CODES.get(status, 1)
+    if code:
+        click.echo(f"{'error' if code == 1 else 'warning'}: the run is {status}: {data.get('reason')}", err=True)
+        sys.exit(code)
 
 
 @main.command()
@@ -272,8 +310,8 @@ def analyze(run_dir: Path) -> None:
         reanalyse(run_dir)
         render(run_dir)
 
-    _stored(again)
-    click.echo(summary_text(run_dir))
+    _stored(again, run_dir)
+    click.echo(_stored(lambda: summary_text(run_dir), run_dir))
 
 
 @main.command()
@@ -282,7 +320,7 @@ def report(run_dir: Path) -> None:
     """Re-render report.html/report.md (and a suite's comparison) from a stored run."""
     from loadlab.report import render
 
-    click.echo(_stored(lambda: render(run_dir)))
+    click.echo(_stored(lambda: render(run_dir), run_dir))
 
 
 @main.command(name="compare")
@@ -290,11 +328,16 @@ def report(run_dir: Path) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for comparison.html/.md.")
 def compare_cmd(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     """Compare runs (a suite counts as its variants), each against the first; repeats of a
-    variant (same name) are summarised as median and range."""
+    variant (same name, app, locustfile and tags) are summarised as median and range. Runs that
+    share only a name are named apart; a folder given twice counts once."""
     from loadlab.report import write_comparison
+    from loadlab.results import read_json
 
     target = out or (run_dirs[0] if len(run_dirs) == 1 else Path("profiles") / "comparison")
-    click.echo(_stored(lambda: write_comparison(list(run_dirs), target)))
+    path = _stored(lambda: write_comparison(list(run_dirs), target))
+    for note in _stored(lambda: read_json(path.with_name("comparison.json"))).get("notes", []):
+        click.echo(f"note: {note}", err=True)
+    click.echo(path)
 
 
 @main.command()

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from loadlab.analysis.compare import compare
+from loadlab.analysis.compare import compare, display_names
 from loadlab.analysis.stacks import Profile, read_raw
 from loadlab.analysis.summary import analyse_profile
 from loadlab.analysis.theory import canary_damage, theory_table
@@ -14,7 +14,7 @@ from loadlab.analysis.verdicts import BLOCKER_SHARE, verdicts
 from loadlab.render import html, markdown
 from loadlab.render.flamegraph import render_flamegraph
 from loadlab.render.speedscope import to_speedscope
-from loadlab.results import RAW_PROFILE, RUN_JSON, load_run, write_json
+from loadlab.results import RAW_PROFILE, RUN_JSON, StoredDataError, load_run, write_json
 
 
 def _run_dirs(run_dir: Path) -> list[Path]:
@@ -32,7 +32,10 @@ def reanalyse(run_dir: Path) -> None:
         raw = d / RAW_PROFILE
         if not raw.exists():
             raise FileNotFoundError(f"{d} has no {RAW_PROFILE} (was it run with --no-profile?)")
-        analysis = analyse_profile(read_raw(raw), routes_file=d / "routes.json", stalls=data.get("stalls"))
+        profile = read_raw(raw)
+        if not profile.total:
+            raise StoredDataError(f"{raw} holds no samples: nothing to analyse; run.json was left as it was")
+        analysis = analyse_profile(profile, routes_file=d / "routes.json", stalls=data.get("stalls"))
         data["analysis"] = analysis
         write_json(d / RUN_JSON, data)
 
@@ -47,10 +50,13 @@ def _row(name: str, data: dict[str, Any]) -> list[str]:
     # Only the user's code is a finding; the server's and framework's own work is not a blocker.
     top = next((b for b in blockers if b.get("file") and b["share"] >= BLOCKER_SHARE), None) if busy else None
     blocker = f"{top['function']} {top['share']:.0%} ({top['kind']})" if top else f"none ≥ {BLOCKER_SHARE:.0%}"
+    requests, failures = agg.get("requests", 0), agg.get("failures", 0)
+    failed = f"{failures:,}/{requests:,} ({failures / requests:.0%})" if failures and requests else f"{failures}"
     return [
         name,
         data.get("status", "?"),
         f"{agg.get('rps', 0):.0f}" if agg else "-",
+        failed if agg else "-",
         f"{agg.get('p95_ms'):.0f}" if agg.get("p95_ms") is not None else "-",
         f"{canary.get('p95_ms'):.0f}" if canary.get("p95_ms") is not None else "-",
         f"{busy:.0%}" if busy is not None else "-",
@@ -60,14 +66,20 @@ def _row(name: str, data: dict[str, Any]) -> list[str]:
 
 def summary_text(run_dir: Path) -> str:
     """A short table of the run (or of each variant of a suite) and where its files are."""
-    header = ["run", "status", "req/s", "p95 ms", "canary p95 ms", "loop busy", "top loop blocker"]
+    header = ["run", "status", "req/s", "failures", "p95 ms", "canary p95 ms", "loop busy", "top loop blocker"]
     rows = [header]
+    problems = []
     for d in _run_dirs(run_dir):
         data = load_run(d)
-        rows.append(_row(data.get("variant") or d.name, data))
+        name = data.get("variant") or d.name
+        rows.append(_row(name, data))
+        if data.get("status") != "complete":
+            reason = str(data.get("reason") or "").splitlines() or [""]
+            problems.append(f"{name} {data.get('status')}: {reason[0]}")
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [""] + problems if problems else []
     lines.append("")
     lines.append(f"run folder: {run_dir}")
     first = _run_dirs(run_dir)[0]
@@ -135,31 +147,52 @@ def render(run_dir: Path) -> Path:
     return write_comparison([run_dir], run_dir)
 
 
-def _named_runs(paths: list[Path]) -> list[tuple[str, Path]]:
-    out = []
+def _named_runs(paths: list[Path]) -> tuple[list[tuple[str, Path, dict[str, Any]]], list[str]]:
+    """Each run to compare (a suite stands for its variants) with its name (the variant's, else
+    the folder's) and record, and notes. A run folder given more than once (the same resolved
+    path: twice on the command line, or alone and inside a suite) counts once, with a note."""
+    given: dict[Path, list[Path]] = {}
     for p in paths:
-        for d in _run_dirs(p):
+        given.setdefault(p.resolve(), []).append(p)
+    out: list[tuple[str, Path, dict[str, Any]]] = []
+    notes: list[str] = []
+    seen: set[Path] = set()
+    for same in given.values():
+        if len(same) > 1:
+            notes.append(f"{same[0]} was given {len(same)} times; it counts once")
+        for d in _run_dirs(same[0]):
+            if d.resolve() in seen:
+                notes.append(f"{d} was given more than once (on its own and in a suite); it counts once")
+                continue
+            seen.add(d.resolve())
             data = load_run(d)
-            out.append((data.get("variant") or d.name, d))
-    return out
+            out.append((data.get("variant") or d.name, d, data))
+    return out, notes
 
 
 def write_comparison(paths: list[Path], out_dir: Path) -> Path:
-    """Compare runs (suites expand to their variants); write comparison.html/.md into ``out_dir``."""
-    named = _named_runs(paths)
-    result = compare([(name, load_run(d)) for name, d in named])
+    """Compare runs (suites expand to their variants); write comparison.html/.md/.json into ``out_dir``.
+
+    Runs are repeats only when they share a name and a setup (app, locustfile, variant or tags);
+    runs sharing just a name are named apart. A folder given twice counts once. Notes on either
+    are comparison.json's ``notes``, and a list in comparison.md and .html."""
+    named, notes = _named_runs(paths)
+    runs = [(name, data) for name, _, data in named]
+    result = compare(runs)
+    result["notes"] = notes + result.get("notes", [])
+    shown, _ = display_names(runs)  # the name each run is grouped under in ``result``
     out_dir.mkdir(parents=True, exist_ok=True)
     links: dict[str, str] = {}
-    for name, d in named:
+    for name, (_, d, _) in zip(shown, named, strict=True):
         report = d / "report.html"
         if report.exists():
             links.setdefault(name, os.path.relpath(report, out_dir))
     # The first verdicts of each run (problems sort first), so the comparison's first screen
     # says what blocked and what to do, not only how much faster a variant was.
     findings: dict[str, list[dict[str, str]]] = {}
-    for name, d in named:
+    for name, (_, data) in zip(shown, runs, strict=True):
         if name not in findings:
-            findings[name] = verdicts(load_run(d))
+            findings[name] = verdicts(data)
     (out_dir / "comparison.html").write_text(html.comparison_report(result, links, findings), encoding="utf-8")
     (out_dir / "comparison.md").write_text(markdown.comparison(result), encoding="utf-8")
     write_json(out_dir / "comparison.json", result)

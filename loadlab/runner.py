@@ -24,9 +24,10 @@ from typing import Any
 import httpx
 import psutil
 
+from loadlab.analysis.health import STATUS_OF, assess, pyspy_warnings
 from loadlab.analysis.stacks import Profile, ProfileFormatError, read_raw
 from loadlab.analysis.summary import analyse_profile
-from loadlab.config import ProfileConfig, loadlab_env
+from loadlab.config import ProfileConfig, loadlab_env, run_secrets
 from loadlab.processes import (
     LOOPBACK,
     ManagedProcess,
@@ -39,8 +40,10 @@ from loadlab.processes import (
     wait_ready,
 )
 from loadlab.progress import Progress
+from loadlab.redact import redact_url, scrub_folder
 from loadlab.report import render_run, write_comparison
 from loadlab.results import (
+    AGGREGATED,
     RAW_PROFILE,
     RUN_JSON,
     SCHEMA_VERSION,
@@ -48,6 +51,8 @@ from loadlab.results import (
     machine,
     new_run_dir,
     point_latest,
+    read_locust_exceptions,
+    read_locust_failures,
     read_locust_stats,
     versions,
     write_json,
@@ -162,7 +167,7 @@ def _live_stats(csv_prefix: Path) -> tuple[float, int] | None:
     path = Path(f"{csv_prefix}_stats_history.csv")
     with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
         with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("Name") == "Aggregated"]
+            rows = [r for r in csv.DictReader(f) if r.get("Name") == AGGREGATED]
         if rows:
             return float(rows[-1]["Requests/s"]), int(rows[-1]["Total Failure Count"])
     return None
@@ -275,11 +280,9 @@ def _poll_during_load(
             # Know every descendant by PID while it is still ours: if the master crashes, its
             # children are re-parented and could not be found from it any more.
             server.process.remember_descendants()
-        code = server.poll() if server is not None else None
-        if server is not None and code is not None:
-            raise RunFailed(
-                f"the server exited (code {code}) during the load test; last output:\n{server.process.tail()}"
-            )
+        stopped = server.failure() if server is not None else None
+        if server is not None and stopped is not None:
+            raise RunFailed(f"{stopped} during the load test; last output:\n{server.process.tail()}")
         point: dict[str, Any] = {"t": round(time.monotonic() - start, 2)}
         if debug_url is not None:
             try:
@@ -335,7 +338,7 @@ def _start_server(
         run.data["pids"]["server"] = server.server_pid()
     with run.phase("ready", progress, "waiting for the app to answer"):
         try:
-            wait_ready(server.process, base + cfg.health_path, timeout=cfg.ready_timeout, any_status=True)
+            wait_ready(server, base + cfg.health_path, timeout=cfg.ready_timeout, any_status=True)
         except ProcessError as exc:
             raise RunFailed(str(exc)) from None
     return server, base
@@ -355,6 +358,7 @@ def run_once(cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str
             server: ProfiledServer | None = None
             if cfg.target_host:
                 base = cfg.target_host.rstrip("/")
+                _check_reachable(client, base + cfg.health_path)
             else:
                 server, base = _start_server(run, cfg, stack, env, progress)
             prefix = _debug_prefix(client, base) if cfg.instrument else None
@@ -363,7 +367,7 @@ def run_once(cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str
                 routes = client.get(f"{base}{prefix}/debug/routes").json()
                 write_json(run_dir / "routes.json", routes)
                 run.artefact("routes", run_dir / "routes.json")
-            run.data["server"] = {"url": base, "debug_prefix": prefix}
+            run.data["server"] = {"url": redact_url(base), "debug_prefix": prefix}
             run.data["canary_idle"] = _canary_idle(client, base + cfg.health_path)
             tags = f" -T {' '.join(cfg.tags)}" if cfg.tags else ""
             load_text = f"load: {cfg.users} users for {cfg.duration:g} s ({cfg.resolved_locustfile}{tags})"
@@ -387,23 +391,48 @@ def run_once(cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str
                 with run.phase("stopping", progress, stopping):
                     run.data["leftover_pids"] = server.stop()
                     stack.close()
+                if cfg.profile:
+                    run.data["profiler_exit_code"] = server.process.returncode
+                    run.data["profiler_warnings"] = pyspy_warnings(run_dir / "server.log")
         _collect_locust(run, run_dir)
         with run.phase("rendering", progress, "analysing, flame graphs and the report"):
             profile = _analyse(run, raw_path) if cfg.profile and not cfg.target_host else None
-        run.finish("complete")
+        health = run.data["health"] = assess(run.data)
+        run.finish(STATUS_OF[health["verdict"]], health["problems"][0]["text"] if health["problems"] else None)
         render_run(run_dir, profile)  # reads the saved run.json; adds flame graphs, verdicts, theory
     except (KeyboardInterrupt, Exception) as exc:
         if isinstance(exc, KeyboardInterrupt):
             run.finish("incomplete", f"interrupted during {run.data['phase']}")
+        elif isinstance(exc, httpx.HTTPError):
+            run.finish("failed", f"the server stopped answering ({type(exc).__name__}: {exc})")
         else:
             run.finish("failed", str(exc) if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}")
         _keep_what_was_gathered(run, raw_path, cfg)
+        if isinstance(exc, httpx.HTTPError):
+            raise RunFailed(run.data["reason"]) from None
         raise
+    finally:
+        # Locust writes the host, credentials included, into its reports; nothing leaves the run
+        # folder with a secret in it.
+        scrub_folder(run_dir, run_secrets(cfg))
     return load_run(run_dir)  # with the report added
+
+
+def _check_reachable(client: httpx.Client, url: str) -> None:
+    """``--target-host`` answers at all (any status), or the run stops here with why."""
+    try:
+        client.get(url, timeout=5.0)
+    except httpx.HTTPError as exc:
+        raise RunFailed(
+            f"--target-host does not answer at {redact_url(url)} ({type(exc).__name__}: {exc or 'no answer'}); "
+            "is the server running there?"
+        ) from None
 
 
 def _collect_locust(run: Run, run_dir: Path) -> None:
     run.data["stats"] = read_locust_stats(run_dir / "locust")
+    run.data["locust_failures"] = read_locust_failures(run_dir / "locust")[:10]
+    run.data["locust_exceptions"] = read_locust_exceptions(run_dir / "locust")[:10]
     for key, name in (
         ("locust_html", "locust.html"),
         ("locust_json", "locust.json"),
@@ -444,6 +473,10 @@ def _keep_what_was_gathered(run: Run, raw_path: Path, cfg: ProfileConfig) -> Non
     """After a failure or an interruption: keep Locust's outputs and render the partial profile."""
     with contextlib.suppress(Exception):
         run.data["stats"] = read_locust_stats(run.dir / "locust")
+        run.data["locust_failures"] = read_locust_failures(run.dir / "locust")[:10]
+        run.data["locust_exceptions"] = read_locust_exceptions(run.dir / "locust")[:10]
+    with contextlib.suppress(Exception):
+        run.data["health"] = assess(run.data)
     profile = None
     if cfg.profile and not cfg.target_host and raw_path.exists():
         with contextlib.suppress(Exception):
@@ -496,7 +529,7 @@ def run_profile(cfg: ProfileConfig, progress: Progress) -> Path:
                 with contextlib.suppress(Exception):
                     entry.update(_variant_summary(vdir))
                 write_json(run_dir / RUN_JSON, suite)
-        suite["status"] = "complete"
+        suite["status"], suite["reason"] = _suite_status(suite["variants"])
         write_json(run_dir / RUN_JSON, suite)
         progress.note(f"comparison: {write_comparison([run_dir], run_dir)}")
     except KeyboardInterrupt:
@@ -513,6 +546,16 @@ def run_profile(cfg: ProfileConfig, progress: Progress) -> Path:
     return run_dir
 
 
+def _suite_status(variants: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """A suite is as good as its worst variant: failed, else doubtful, else complete; the reason
+    names each variant that was not complete."""
+    for status in ("failed", "doubtful"):
+        bad = [v for v in variants if v.get("status") == status]
+        if bad:
+            return status, "; ".join(f"{v['name']}: {v.get('reason') or status}" for v in bad)
+    return "complete", None
+
+
 def _variant_summary(vdir: Path) -> dict[str, Any]:
     """The few figures of a variant that the suite's run.json repeats for a quick look."""
     data = json.loads((vdir / RUN_JSON).read_text(encoding="utf-8"))
@@ -522,7 +565,7 @@ def _variant_summary(vdir: Path) -> dict[str, Any]:
     return {
         "status": data["status"],
         "reason": data.get("reason"),
-        "rps": stats.get("Aggregated", {}).get("rps"),
+        "rps": stats.get(AGGREGATED, {}).get("rps"),
         "loop_busy_share": loop.get("busy_share"),
         "top_blocker": blockers[0].get("function"),
     }

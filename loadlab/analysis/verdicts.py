@@ -159,8 +159,23 @@ def theory_verdicts(run: dict[str, Any]) -> list[Verdict]:
     return out
 
 
+def health_verdicts(run: dict[str, Any]) -> list[Verdict]:
+    """Why the run failed or is doubtful (see :mod:`loadlab.analysis.health`), before any figure."""
+    health = run.get("health") or {}
+    return [Verdict("problem", p["text"]) for p in health.get("problems", [])]
+
+
 def verdicts(run: dict[str, Any]) -> list[dict[str, str]]:
-    """Every verdict of a run, the problems first."""
-    found = blocker_verdicts(run) + threadpool_verdicts(run) + canary_verdicts(run) + theory_verdicts(run)
+    """Every verdict of a run: why it failed or is doubtful first, then the problems first.
+
+    A failed run measured an error (or nothing): its theory and its all-clear verdicts would read
+    as findings about the app, so only the problems it found are kept.
+    """
+    found = blocker_verdicts(run) + threadpool_verdicts(run) + canary_verdicts(run)
+    if (run.get("health") or {}).get("verdict") != "failed":
+        found += theory_verdicts(run)
+    else:
+        found = [v for v in found if v.level == "problem"]
     order = {"problem": 0, "warning": 1, "ok": 2}
-    return [v.to_dict() for v in sorted(found, key=lambda v: order[v.level])]
+    ranked = health_verdicts(run) + sorted(found, key=lambda v: order[v.level])
+    return [v.to_dict() for v in ranked]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from loadlab.analysis.compare import times
+
 
 def comparison_cell(row: dict[str, Any], key: str, baseline: str, spec: str = "{:.0f}") -> str:
     """A comparison figure: median (and range over repeats), with its ratio to the baseline."""
@@ -15,5 +17,5 @@ def comparison_cell(row: dict[str, Any], key: str, baseline: str, spec: str = "{
         text += f" ({spec.format(v['low'])}–{spec.format(v['high'])})"
     ratio = row.get(f"{key}_ratio")
     if ratio is not None and row["name"] != baseline:
-        text += f" · {ratio:.2g}×" + ("" if row.get(f"{key}_significant") else " (n.s.)")
+        text += f" · {times(ratio)}×" + ("" if row.get(f"{key}_significant") else " (n.s.)")
     return text

@@ -168,6 +168,8 @@ def comparison_report(result: dict[str, Any], links: dict[str, str], findings: d
     names = [r["name"] for r in result["rows"]]
     rps = [float((r["rps"] or {}).get("median") or 0) for r in result["rows"]]
     busy = [100.0 * float((r["loop_busy"] or {}).get("median") or 0) for r in result["rows"]]
+    notes = "".join(f'<div class="v warning">{esc(n)}</div>' for n in result.get("notes", []))
+    notes = f"<h2>Notes</h2>{notes}" if notes else ""
     # Each sentence takes the colour of its run's worst verdict (problems sort first).
     sentences = "".join(
         f'<div class="v {esc((findings.get(r["name"]) or [{"level": "ok"}])[0]["level"])}">'
@@ -181,7 +183,7 @@ def comparison_report(result: dict[str, Any], links: dict[str, str], findings: d
 <style>{STYLE}</style></head><body>
 <h1>loadlab comparison</h1><div class="meta">Each run against the first ({esc(result["baseline"])}).
 "n.s." = inside the noise: ranges overlap, or under 10% apart with one run each.</div>
-<h2>In one sentence each</h2>{sentences}
+{notes}<h2>In one sentence each</h2>{sentences}
 <h2>What each run found</h2>{found}
 <h2>Figures</h2>
 {table_head}{"".join(rows)}</table>

@@ -93,6 +93,8 @@ def comparison(result: dict[str, Any]) -> str:
         "",
     ]
     out += [f"- {r['sentence']}" for r in result["rows"]] + [""]
+    if result.get("notes"):
+        out += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
 
     def cell(r: dict[str, Any], key: str, spec: str = "{:.0f}") -> str:
         return comparison_cell(r, key, result["baseline"], spec)

@@ -1,0 +1,119 @@
+"""Is a run's measurement worth reading? Every signal the harness has, judged before any figure.
+
+A load test whose requests all failed measured an error page, not the app; one that made no
+request measured nothing. Those runs are ``failed``. A run that measured something but with a
+caveat large enough to change its figures — failures above the budget, the locustfile's own code
+raising, py-spy falling behind or writing no profile — is ``doubtful``. Otherwise ``ok``. The
+report, the summary table and the exit code of ``loadlab profile`` put this first.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from loadlab.results import AGGREGATED
+
+DEFAULT_FAIL_RATIO = 0.01
+STATUS_OF = {"ok": "complete", "doubtful": "doubtful", "failed": "failed"}
+# py-spy's own warning when it cannot keep up with the sampling rate (it prints it to stderr,
+# which goes to server.log): "1.23s behind in sampling, results may be inaccurate. …"
+_BEHIND = re.compile(r"([\d.]+)\s*(ms|s)\s+behind in sampling")
+
+
+def pyspy_warnings(server_log: Path) -> list[str]:
+    """py-spy's "behind in sampling" warnings from the server's log, as it printed them."""
+    try:
+        lines = server_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line.strip() for line in lines if _BEHIND.search(line)]
+
+
+def _worst_lag_s(warnings: list[str]) -> float:
+    worst = 0.0
+    for line in warnings:
+        m = _BEHIND.search(line)
+        if m:
+            worst = max(worst, float(m.group(1)) / (1000 if m.group(2) == "ms" else 1))
+    return worst
+
+
+# Locust's text for an HTTP error status: HTTPError('500 Server Error: Internal Server Error for url: /x')
+_HTTP_ERROR = re.compile(r"^HTTPError\('(\d{3} [^']*?) for url: [^']*'\)$")
+
+
+def _most_common_failure(run: dict[str, Any]) -> str:
+    failures = run.get("locust_failures") or []
+    if not failures:
+        return ""
+    top = failures[0]
+    error = str(top["error"])
+    m = _HTTP_ERROR.match(error)
+    recorded = sum(f["occurrences"] for f in failures)
+    share = f", {top['occurrences'] / recorded:.0%} of those recorded" if len(failures) > 1 else ""
+    return f"; most common: {m.group(1) if m else error} on {top['method']} {top['name']}{share}"
+
+
+def _no_request_reason(run: dict[str, Any]) -> str:
+    exceptions = run.get("locust_exceptions") or []
+    said = f': Locust said "{exceptions[0]["message"].strip()}"' if exceptions else ""
+    tags = (run.get("config") or {}).get("tags") or []
+    if tags:
+        return f"{said} — does a task of the locustfile carry the tag {' or '.join(tags)}?"
+    return said or " (see locust.log)"
+
+
+def assess(run: dict[str, Any]) -> dict[str, Any]:
+    """``{"verdict": "ok" | "doubtful" | "failed", "problems": [{"level", "text"}]}``, the worst
+    problem first. Reads only what the run recorded."""
+    problems: list[dict[str, str]] = []
+    config = run.get("config") or {}
+    budget = float(config.get("fail_ratio", DEFAULT_FAIL_RATIO))
+    agg = next((s for s in run.get("stats") or [] if s.get("name") == AGGREGATED), None)
+    requests = int(agg["requests"]) if agg else 0
+    failed = int(agg["failures"]) if agg else 0
+    if requests == 0:
+        problems.append({"level": "failed", "text": f"No request was made{_no_request_reason(run)}."})
+    elif failed >= requests:
+        problems.append(
+            {
+                "level": "failed",
+                "text": f"All {requests:,} requests failed: the figures describe an error, not the app"
+                f"{_most_common_failure(run)}.",
+            }
+        )
+    elif failed / requests > budget:
+        problems.append(
+            {
+                "level": "doubtful",
+                "text": f"{failed:,} of {requests:,} requests failed ({failed / requests:.1%}, above the "
+                f"--fail-ratio budget of {budget:.0%}){_most_common_failure(run)}.",
+            }
+        )
+    exceptions = run.get("locust_exceptions") or []
+    if exceptions and requests:
+        count = sum(e["count"] for e in exceptions)
+        problems.append(
+            {
+                "level": "doubtful",
+                "text": f"The locustfile's own code raised {count:,} times ({exceptions[0]['message']}): "
+                "some users did not run as written.",
+            }
+        )
+    warnings = run.get("profiler_warnings") or []
+    if warnings:
+        problems.append(
+            {
+                "level": "doubtful",
+                "text": f"py-spy fell behind in sampling {len(warnings)} times (up to {_worst_lag_s(warnings):.1f} s): "
+                "the profile misses those moments; lower --rate.",
+            }
+        )
+    if config.get("profile") and not config.get("target_host") and run.get("profile_error"):
+        problems.append({"level": "doubtful", "text": f"No profile: {run['profile_error']}."})
+    order = {"failed": 0, "doubtful": 1}
+    problems.sort(key=lambda p: order[p["level"]])
+    verdict = problems[0]["level"] if problems else "ok"
+    return {"verdict": verdict, "problems": problems}
