@@ -186,7 +186,11 @@ def run_tour(base: ProfileConfig, progress: Progress, duration: float = 5.0) -> 
         cfg = replace(base, scenario=r.scenario, tags=(r.tag,), variants=(), profile=r.profile, duration=duration)
         run_dir = tour_dir / r.name
         run_dir.mkdir()
-        results[r.name] = run_once(cfg.validated(), run_dir, progress, variant=r.name)
+        record = run_once(cfg.validated(), run_dir, progress, variant=r.name)
+        if record["status"] == "complete":  # a failed or doubtful run judges no claim: "inconclusive"
+            results[r.name] = record
+        else:
+            progress.note(f"{r.name} is {record['status']}: {record.get('reason')}")
     verdicts = judge(results)
     write_json(tour_dir / "tour.json", {"claims": verdicts, "runs": [r.name for r in RUNS]})
     (tour_dir / "tour.md").write_text(tour_markdown(verdicts), encoding="utf-8")

@@ -162,7 +162,12 @@ def theory_verdicts(run: dict[str, Any]) -> list[Verdict]:
 def health_verdicts(run: dict[str, Any]) -> list[Verdict]:
     """Why the run failed or is doubtful (see :mod:`loadlab.analysis.health`), before any figure."""
     health = run.get("health") or {}
-    return [Verdict("problem", p["text"]) for p in health.get("problems", [])]
+    found = [Verdict("problem", p["text"]) for p in health.get("problems", [])]
+    reason = str(run.get("reason") or "").strip()
+    if run.get("status") in ("failed", "incomplete") and reason and all(v.text != reason for v in found):
+        # A run that stopped early (the server died, an interrupt) says so before any figure.
+        found.insert(0, Verdict("problem", f"The run is {run['status']}: {reason.splitlines()[0]}"))
+    return found
 
 
 def verdicts(run: dict[str, Any]) -> list[dict[str, str]]:
@@ -172,7 +177,7 @@ def verdicts(run: dict[str, Any]) -> list[dict[str, str]]:
     as findings about the app, so only the problems it found are kept.
     """
     found = blocker_verdicts(run) + threadpool_verdicts(run) + canary_verdicts(run)
-    if (run.get("health") or {}).get("verdict") != "failed":
+    if (run.get("health") or {}).get("verdict") != "failed" and run.get("status") != "failed":
         found += theory_verdicts(run)
     else:
         found = [v for v in found if v.level == "problem"]
