@@ -12,16 +12,22 @@ Four pieces, bundled by :class:`Instrumentation` and attached to any ASGI app by
 
 The debug endpoints (``/metrics``, ``/debug/loop``, ``/debug/stalls``) are served under a prefix
 by :class:`InstrumentedApp`, before the wrapped app's routing, so they answer even while the app's
-own routes are busy (as long as the loop itself is free).
+own routes are busy (as long as the loop itself is free). They show file paths, function names, the
+route map and the PID, so they answer loopback clients only, plus the networks listed in
+``LOADLAB_DEBUG_ALLOW``; anyone else gets the wrapped app's own answer (its 404), as if they did not
+exist.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import gc
 import inspect
+import ipaddress
 import json
+import math
 import os
 import sys
 import sysconfig
@@ -50,6 +56,7 @@ DEFAULT_STALL_MS = 100.0
 HEARTBEAT_INTERVAL_S = 0.010
 LAG_WINDOW_S = 10.0
 MAX_STALLS = 100
+DEBUG_ALLOW_ENV = "LOADLAB_DEBUG_ALLOW"
 
 _REQUEST_SCOPE: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("loadlab_request_scope")
 
@@ -105,7 +112,9 @@ def application_frames(frame: FrameType | None) -> list[FrameInfo]:
     return out
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The nearest-rank percentile of already sorted values (0.0 for none): the one definition the
+    app's lag probe and the harness share."""
     if not sorted_values:
         return 0.0
     index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
@@ -151,8 +160,8 @@ class LoopLagProbe:
             lags.append(overdue)
         lags.sort()
         return {
-            "p50": round(_percentile(lags, 0.50) * 1000, 3),
-            "p99": round(_percentile(lags, 0.99) * 1000, 3),
+            "p50": round(percentile(lags, 0.50) * 1000, 3),
+            "p99": round(percentile(lags, 0.99) * 1000, 3),
             "max": round((lags[-1] if lags else 0.0) * 1000, 3),
             "samples": len(lags),
             "window_s": window,
@@ -561,37 +570,90 @@ def _walk_routes(routes: Any, prefix: str, out: dict[CodeType, str], depth: int)
             _walk_routes(sub, prefix + (path or ""), out, depth + 1)
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+DebugResponse = tuple[int, bytes, bytes]  # status, content type, body
+
+
+def parse_debug_allow(raw: str | None) -> tuple[IPNetwork, ...]:
+    """The networks ``LOADLAB_DEBUG_ALLOW`` (comma-separated CIDRs) lets read the debug endpoints,
+    besides loopback. Unset or blank: none. A bad entry raises a one-line :class:`ValueError`."""
+    networks: list[IPNetwork] = []
+    for item in (raw or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError:
+            hint = ""
+            with contextlib.suppress(ValueError):
+                hint = f" (host bits set: did you mean {ipaddress.ip_network(item, strict=False)}?)"
+            raise ValueError(
+                f"{DEBUG_ALLOW_ENV} must be a comma-separated list of IP networks in CIDR form, "
+                f"like 10.0.0.0/8,192.168.1.5/32; got {item!r}{hint}"
+            ) from None
+    return tuple(networks)
+
+
+def debug_client_allowed(client: Any, allow: tuple[IPNetwork, ...] = ()) -> bool:
+    """May the ASGI ``client`` (``scope["client"]``) read the debug endpoints?
+
+    Loopback (127.0.0.0/8, ::1, and 127.x seen through an IPv4-mapped IPv6 socket) may, and so may
+    the ``allow`` networks. No client at all (a Unix socket, some test transports) counts as local;
+    a client that is not an IP address (``"testclient"``) may not.
+    """
+    if not client:
+        return True
+    try:
+        ip = ipaddress.ip_address(str(client[0]))
+    except (ValueError, TypeError, IndexError, KeyError):
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or any(ip in network for network in allow)
+
+
 class InstrumentedApp:
     """An ASGI wrapper that adds loadlab's instrumentation and debug endpoints to any ASGI app.
 
     The debug endpoints live under ``prefix`` (``""`` for the target app, which owns its URL space;
-    a prefix that cannot clash, such as ``/__loadlab__``, for a user's app).
+    a prefix that cannot clash, such as ``/__loadlab__``, for a user's app). Only loopback clients
+    and the networks in ``LOADLAB_DEBUG_ALLOW`` (read here, once) reach them; for anyone else the
+    request goes on to the wrapped app, which answers its own 404.
     """
 
     def __init__(self, app: ASGIApp, stall_ms: float = DEFAULT_STALL_MS, prefix: str = "") -> None:
         self.app = app
         self.prefix = prefix.rstrip("/")
         self.instrumentation = Instrumentation(stall_ms=stall_ms)
-        self._routes: dict[str, Callable[[Scope], tuple[bytes, bytes]]] = {
+        self.debug_allow = parse_debug_allow(os.environ.get(DEBUG_ALLOW_ENV))
+        self._routes: dict[str, Callable[[Scope], DebugResponse]] = {
             f"{self.prefix}/metrics": self._metrics,
             f"{self.prefix}/debug/loop": self._debug_loop,
             f"{self.prefix}/debug/stalls": self._debug_stalls,
             f"{self.prefix}/debug/routes": self._debug_routes,
         }
 
-    def _metrics(self, scope: Scope) -> tuple[bytes, bytes]:
-        return b"text/plain; version=0.0.4; charset=utf-8", self.instrumentation.metrics_text()
+    def _metrics(self, scope: Scope) -> DebugResponse:
+        return 200, b"text/plain; version=0.0.4; charset=utf-8", self.instrumentation.metrics_text()
 
-    def _debug_loop(self, scope: Scope) -> tuple[bytes, bytes]:
-        # ?window_s=1 gives the lag of the last second only (the harness polls it every second).
+    def _debug_loop(self, scope: Scope) -> DebugResponse:
+        # ?window_s=1 gives the lag of the last second only (the harness polls it every second);
+        # more than the probe's window is capped to it. NaN, inf, 0 or a word is a 400, not NaN.
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        try:
-            window_s = float(query["window_s"][0]) if "window_s" in query else None
-        except ValueError:
-            window_s = None
+        window_s: float | None = None
+        if "window_s" in query:
+            raw = query["window_s"][0]
+            try:
+                window_s = float(raw)
+            except ValueError:
+                window_s = math.nan
+            if not (math.isfinite(window_s) and window_s > 0):
+                error = f"window_s must be a number of seconds > 0, e.g. 1; got {raw[:40]!r}"
+                return _json({"error": error}, status=400)
         return _json(self.instrumentation.loop_snapshot(window_s))
 
-    def _debug_routes(self, scope: Scope) -> tuple[bytes, bytes]:
+    def _debug_routes(self, scope: Scope) -> DebugResponse:
         # Lets a profile's frames be mapped back to route paths without importing the app.
         routes = [
             {"path": path, "function": code.co_name, "file": code.co_filename, "line": code.co_firstlineno}
@@ -599,7 +661,7 @@ class InstrumentedApp:
         ]
         return _json({"routes": sorted(routes, key=lambda r: str(r["path"]))})
 
-    def _debug_stalls(self, scope: Scope) -> tuple[bytes, bytes]:
+    def _debug_stalls(self, scope: Scope) -> DebugResponse:
         watchdog = self.instrumentation.watchdog
         return _json({"stalls": watchdog.recent() if watchdog else []})
 
@@ -621,12 +683,13 @@ class InstrumentedApp:
             await self.app(scope, receive, send)
             return
         handler = self._routes.get(scope["path"])
-        if handler is not None:
-            content_type, body = handler(scope)
+        # Not for this client: on to the app, whose own 404 does not reveal the route exists.
+        if handler is not None and debug_client_allowed(scope.get("client"), self.debug_allow):
+            status, content_type, body = handler(scope)
             await send(
                 {
                     "type": "http.response.start",
-                    "status": 200,
+                    "status": status,
                     "headers": [(b"content-type", content_type), (b"cache-control", b"no-store")],
                 }
             )
@@ -652,8 +715,8 @@ class InstrumentedApp:
         return wrapped
 
 
-def _json(data: Any) -> tuple[bytes, bytes]:
-    return b"application/json", json.dumps(data).encode()
+def _json(data: Any, status: int = 200) -> DebugResponse:
+    return status, b"application/json", json.dumps(data).encode()
 
 
 def instrument(app: ASGIApp, stall_ms: float = DEFAULT_STALL_MS, prefix: str = "") -> InstrumentedApp:
