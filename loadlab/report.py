@@ -14,7 +14,15 @@ from loadlab.analysis.verdicts import BLOCKER_SHARE, verdicts
 from loadlab.render import html, markdown
 from loadlab.render.flamegraph import render_flamegraph
 from loadlab.render.speedscope import to_speedscope
-from loadlab.results import RAW_PROFILE, RUN_JSON, StoredDataError, load_run, write_json
+from loadlab.results import (
+    RAW_PROFILE,
+    RUN_JSON,
+    StoredDataError,
+    aggregated_row,
+    canary_row,
+    load_run,
+    write_json,
+)
 
 
 def _run_dirs(run_dir: Path) -> list[Path]:
@@ -41,9 +49,8 @@ def reanalyse(run_dir: Path) -> None:
 
 
 def _row(name: str, data: dict[str, Any]) -> list[str]:
-    stats = {s["name"]: s for s in data.get("stats", [])}
-    agg = stats.get("Aggregated", {})
-    canary: dict[str, Any] = next((s for n, s in stats.items() if "canary" in n or n == "/health"), {})
+    agg: dict[str, Any] = dict(aggregated_row(data) or {})
+    canary: dict[str, Any] = dict(canary_row(data) or {})
     loop = data.get("analysis", {}).get("loop", {})
     busy = loop.get("busy_share")
     blockers = loop.get("blockers") or []

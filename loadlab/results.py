@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 SCHEMA_VERSION = 1
 RUN_JSON = "run.json"
@@ -172,6 +172,124 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     return _check_shape(path, read_json(path))
 
 
+# -- The shape of run.json: what readers may rely on (schema_version 1) --------------------------
+
+
+class StatsRow(TypedDict):
+    """One row of ``stats``: an endpoint as Locust named it, or the ``Aggregated`` total."""
+
+    name: str
+    method: str
+    requests: int
+    failures: int
+    rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    min_ms: NotRequired[float | None]
+    avg_ms: NotRequired[float | None]
+    max_ms: NotRequired[float | None]
+
+
+class Blocker(TypedDict):
+    """A function the event loop was running when it was not parked: ``analysis.loop.blockers``."""
+
+    function: str
+    file: str | None  # None for the server's and framework's own code
+    line: int | None
+    handler: str | None
+    route: str | None
+    share: float  # of the loop thread's samples
+    samples: int
+    kind: str  # cpu, wait or unknown
+    kind_from: NotRequired[str]
+
+
+class LoopAnalysis(TypedDict):
+    """``analysis.loop``: the event-loop threads that served requests, together."""
+
+    threads: int
+    samples: int
+    startup_samples: int
+    busy_share: float | None
+    kinds: dict[str, int]
+    blockers: list[Blocker]
+
+
+CANARY_MARKERS = ("canary",)
+
+
+def is_canary(name: str) -> bool:
+    """The canary's row: the idle endpoint a user asks twice a second to see collateral damage."""
+    return any(m in name for m in CANARY_MARKERS) or name == "/health"
+
+
+def stats_rows(run: dict[str, Any]) -> list[StatsRow]:
+    rows: list[StatsRow] = run.get("stats") or []
+    return rows
+
+
+def aggregated_row(run: dict[str, Any]) -> StatsRow | None:
+    """Locust's total over every endpoint, if the run has one."""
+    return next((s for s in stats_rows(run) if s["name"] == AGGREGATED), None)
+
+
+def endpoint_rows(run: dict[str, Any]) -> list[StatsRow]:
+    """The endpoints under load: every row but Locust's total and the canary."""
+    return [s for s in stats_rows(run) if s["name"] != AGGREGATED and not is_canary(s["name"])]
+
+
+def canary_row(run: dict[str, Any]) -> StatsRow | None:
+    return next((s for s in stats_rows(run) if is_canary(s["name"])), None)
+
+
+def load_users(run: dict[str, Any]) -> int:
+    """The users that loaded the endpoints: all of them but the canary (at least one)."""
+    return max(1, int((run.get("config") or {}).get("users", 1)) - 1)
+
+
+def loop_analysis(run: dict[str, Any]) -> LoopAnalysis | None:
+    loop: LoopAnalysis | None = (run.get("analysis") or {}).get("loop")
+    return loop
+
+
+def record_header(kind: str, config: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """The keys every run.json starts with, a run's or a suite's."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "status": "incomplete",
+        "reason": None,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": config,
+        "env": env,
+        "versions": versions(),
+        "machine": machine(),
+    }
+
+
+class RunRecord:
+    """A run folder's ``run.json``: created with its header, rewritten atomically on every
+    :meth:`save`, loaded with its version and shape checked (:func:`load_run`)."""
+
+    def __init__(self, run_dir: Path, data: dict[str, Any]) -> None:
+        self.dir = run_dir
+        self.data = data
+
+    @classmethod
+    def create(cls, run_dir: Path, kind: str, config: dict[str, Any], env: dict[str, str], **fields: Any) -> RunRecord:
+        record = cls(run_dir, {**record_header(kind, config, env), **fields})
+        record.save()
+        return record
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunRecord:
+        return cls(run_dir, load_run(run_dir))
+
+    def save(self) -> None:
+        write_json(self.dir / RUN_JSON, self.data)
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in ("fastapi", "starlette", "uvicorn", "anyio", "locust", "py-spy", "loadlab"):
@@ -242,7 +360,7 @@ def _stats_from_csv(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _percentile(times: Counter[int], count: int, share: float) -> float | None:
+def _locust_percentile(times: Counter[int], count: int, share: float) -> float | None:
     """Locust's own percentile of its rounded response-time histogram (``stats.py``)."""
     if count == 0:
         return None
@@ -302,9 +420,9 @@ class _Entry:
             "requests": self.requests,
             "failures": self.failures,
             "rps": round(self.requests / span, 2) if span > 0 else 0.0,
-            "p50_ms": _percentile(self.times, self.requests, 0.5),
-            "p95_ms": _percentile(self.times, self.requests, 0.95),
-            "p99_ms": _percentile(self.times, self.requests, 0.99),
+            "p50_ms": _locust_percentile(self.times, self.requests, 0.5),
+            "p95_ms": _locust_percentile(self.times, self.requests, 0.95),
+            "p99_ms": _locust_percentile(self.times, self.requests, 0.99),
             "min_ms": None if self.min_ms is None else round(self.min_ms, 2),
             "avg_ms": round(self.total_ms / self.requests, 2) if self.requests else None,
             "max_ms": round(self.max_ms, 2),

@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from loadlab.analysis.theory import canary_damage, is_canary
+from loadlab.analysis.theory import canary_damage
 from loadlab.config import ProfileConfig
 from loadlab.progress import Progress
 from loadlab.render.html import STYLE, inline_code
-from loadlab.results import new_run_dir, point_latest, write_json
+from loadlab.results import endpoint_rows, new_run_dir, point_latest, write_json
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,7 @@ RUNS = (
 
 
 def _rps(run: dict[str, Any]) -> float:
-    rows = [s for s in run.get("stats", []) if s["name"] != "Aggregated" and not is_canary(s["name"])]
-    return float(sum(s["rps"] for s in rows))
+    return float(sum(s["rps"] for s in endpoint_rows(run)))
 
 
 def _busy(run: dict[str, Any]) -> float | None:

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Self
 
-from loadlab.analysis.theory import is_canary
+from loadlab.results import canary_row, endpoint_rows
 
 # With one run per side there is no spread to judge noise by; differences smaller than this
 # (as a ratio) are called not significant, from run-to-run spread seen on this kind of machine.
@@ -39,9 +39,9 @@ class Spread:
 
 def run_metrics(run: dict[str, Any]) -> dict[str, float | None]:
     """The four figures a comparison is made of."""
-    rows = [s for s in run.get("stats", []) if s["name"] != "Aggregated" and not is_canary(s["name"])]
-    canary = next((s for s in run.get("stats", []) if is_canary(s["name"])), None)
-    p95s = [s["p95_ms"] for s in rows if s.get("p95_ms") is not None]
+    rows = endpoint_rows(run)
+    canary = canary_row(run)
+    p95s = [p for s in rows if (p := s["p95_ms"]) is not None]
     loop = (run.get("analysis") or {}).get("loop", {})
     return {
         "rps": sum(s["rps"] for s in rows) if rows else None,

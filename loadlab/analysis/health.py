@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from loadlab.results import AGGREGATED
+from loadlab.results import aggregated_row
 
 DEFAULT_FAIL_RATIO = 0.01
 STATUS_OF = {"ok": "complete", "doubtful": "doubtful", "failed": "failed"}
@@ -71,7 +71,7 @@ def assess(run: dict[str, Any]) -> dict[str, Any]:
     problems: list[dict[str, str]] = []
     config = run.get("config") or {}
     budget = float(config.get("fail_ratio", DEFAULT_FAIL_RATIO))
-    agg = next((s for s in run.get("stats") or [] if s.get("name") == AGGREGATED), None)
+    agg = aggregated_row(run)
     requests = int(agg["requests"]) if agg else 0
     failed = int(agg["failures"]) if agg else 0
     if requests == 0:

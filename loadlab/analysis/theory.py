@@ -24,16 +24,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-CANARY_MARKERS = ("canary",)
+from loadlab.results import StatsRow, canary_row, endpoint_rows, is_canary
+
+__all__ = ["canary_damage", "ceiling", "infer_model", "is_canary", "service_time_s", "theory_table", "thread_tokens"]
+
 # Beyond this share of one core, the server process itself was the limit.
 SERVER_CPU_LIMIT = 90.0
 GENERATOR_CPU_LIMIT = 90.0
 # A route whose handler held the loop for this share of loop samples followed the blocking model.
 BLOCKING_SHARE = 0.05
-
-
-def is_canary(name: str) -> bool:
-    return any(m in name for m in CANARY_MARKERS) or name == "/health"
 
 
 def infer_model(route: str, analysis: dict[str, Any] | None, only_endpoint: bool = False) -> str:
@@ -81,7 +80,7 @@ def _max_point(timeseries: list[dict[str, Any]], key: str) -> float | None:
     return max(values) if values else None
 
 
-def service_time_s(run: dict[str, Any], row: dict[str, Any]) -> float:
+def service_time_s(run: dict[str, Any], row: StatsRow) -> float:
     """An endpoint's service time: probed on the idle server after the load if it could be,
     else the fastest response Locust saw (which, under load, may include a little queueing)."""
     probed = (run.get("service_probe") or {}).get(row["name"])
@@ -92,7 +91,7 @@ def theory_table(run: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per endpoint (the canary and Locust's Aggregated row aside): model, service time,
     predicted ceiling, measured, measured/predicted, and what limited it if not the model."""
     cfg = run.get("config", {})
-    stats = [s for s in run.get("stats", []) if s["name"] != "Aggregated" and not is_canary(s["name"])]
+    stats = endpoint_rows(run)
     analysis = run.get("analysis")
     series = run.get("timeseries", [])
     tokens = thread_tokens(run)
@@ -138,7 +137,7 @@ def _generator_cpu(run: dict[str, Any]) -> float | None:
 def canary_damage(run: dict[str, Any]) -> dict[str, Any] | None:
     """The canary's latency under load against its idle baseline, as a factor."""
     idle = run.get("canary_idle")
-    row = next((s for s in run.get("stats", []) if is_canary(s["name"])), None)
+    row = canary_row(run)
     if not idle or not row or not row.get("p50_ms"):
         return None
     base = max(idle["p50_ms"], 0.1)

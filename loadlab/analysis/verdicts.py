@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadlab.analysis.theory import canary_damage, ceiling, service_time_s, theory_table, thread_tokens
+from loadlab.results import load_users
 
 # Below this share of loop samples a function is noise, not a blocker worth a sentence.
 BLOCKER_SHARE = 0.05
@@ -52,7 +53,7 @@ def blocker_verdicts(run: dict[str, Any]) -> list[Verdict]:
             )
         ]
     out = []
-    users = max(1, int(run.get("config", {}).get("users", 1)) - 1)
+    users = load_users(run)
     stats = {s["name"]: s for s in run.get("stats", [])}
     for b in blockers:
         head = f"`{b['function']}`{_where(b)} blocked the event loop {b['share']:.0%} of the time"

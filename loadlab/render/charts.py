@@ -13,6 +13,8 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from loadlab.results import AGGREGATED  # noqa: E402
+
 SIZE = (7.2, 2.6)
 
 
@@ -31,7 +33,7 @@ def locust_history(csv_path: Path) -> list[dict[str, float]]:
     points, t0 = [], None
     with open(csv_path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            if row.get("Name") != "Aggregated":
+            if row.get("Name") != AGGREGATED:
                 continue
             t = float(row["Timestamp"])
             t0 = t if t0 is None else t0
