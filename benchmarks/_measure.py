@@ -14,7 +14,6 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -24,11 +23,22 @@ from typing import Any
 
 import psutil
 
-from loadlab.processes import LOOPBACK, ManagedProcess, ProfiledServer, free_port, pyspy_argv, uvicorn_argv, wait_ready
+from loadlab.config import DEMO_APP
+from loadlab.processes import (
+    LOCUST_OUTPUTS,
+    LOOPBACK,
+    ManagedProcess,
+    ProfiledServer,
+    free_port,
+    locust_argv,
+    pyspy_argv,
+    uvicorn_argv,
+    wait_ready,
+)
 from loadlab.results import read_locust_stats
 
 REPO = Path(__file__).resolve().parents[1]
-INSTRUMENTED_APP = "target_app.main:app"
+INSTRUMENTED_APP = DEMO_APP
 BARE_APP = "benchmarks.bare_app:create_app"
 
 
@@ -292,18 +302,20 @@ def run_locust(
     """The harness's Locust set-up (FastHttpUser, the scenario's locustfile, the canary among the
     users, ``-u N -r N``), headless, on the generator's core; the route's requests/s."""
     prefix = work_dir / f"locust-{time.monotonic_ns()}"
-    argv = pin.prefix(pin.generator) + [sys.executable, "-m", "locust", "-f", locustfile, "--headless"]
-    argv += ["-u", str(users), "-r", str(users), "-t", f"{duration:g}s", "-H", running.url]
-    argv += ["--csv", str(prefix), "--only-summary", "--stop-timeout", "2", "-T", tag, *extra]
+    prefix.mkdir(parents=True)
+    argv = pin.prefix(pin.generator) + locust_argv(
+        locustfile, running.url, users=users, spawn_rate=users, run_time_s=duration, outputs=prefix, tags=[tag],
+        extra=extra,
+    )  # fmt: skip
     child_env = dict(os.environ, LOADLAB_HOST=running.url, **(env or {}))
-    child_env["LOADLAB_THRESHOLDS_OUT"] = str(prefix) + "-thresholds.json"
-    with ManagedProcess(argv, name="locust", env=child_env, cwd=REPO, log_path=f"{prefix}.log") as proc:
+    child_env["LOADLAB_THRESHOLDS_OUT"] = str(prefix / "thresholds.json")
+    with ManagedProcess(argv, name="locust", env=child_env, cwd=REPO, log_path=prefix / "locust.log") as proc:
         with CpuSampler(running.server_pid, proc.pid, running.profiler_pid) as cpu:
             _wait_bounded(proc, duration + 40)
         code = proc.poll()
-    rows = {r["name"]: r for r in read_locust_stats(prefix)}
+    rows = {r["name"]: r for r in read_locust_stats(prefix / LOCUST_OUTPUTS)}
     if route not in rows:
-        tail = Path(f"{prefix}.log").read_text(errors="replace")[-800:]
+        tail = (prefix / "locust.log").read_text(errors="replace")[-800:]
         raise RuntimeError(f"Locust (exit {code}) reported no row for {route}; its output:\n{tail}")
     row = rows[route]
     return {

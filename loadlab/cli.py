@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from loadlab import __version__
-from loadlab.config import DEMO_APP, SCENARIOS, ConfigError, ProfileConfig, check_bind, is_loopback
+from loadlab.config import BOUNDS, DEMO_APP, SCENARIOS, ConfigError, ProfileConfig, check_bind, is_loopback
 from loadlab.processes import ProcessError
 from loadlab.progress import Progress
 from loadlab.results import RunFolderError
@@ -38,6 +38,15 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 T = TypeVar("T")
+
+
+def _int_range(flag: str) -> click.IntRange:
+    lo, hi = BOUNDS[flag]
+    return click.IntRange(int(lo), int(hi))
+
+
+def _float_range(flag: str) -> click.FloatRange:
+    return click.FloatRange(*BOUNDS[flag])
 
 
 def _run_children(job: Callable[[], T]) -> T:
@@ -114,12 +123,12 @@ def main() -> None:
     help="Tags to run one after another, each on a fresh server (e.g. blocking,async).",
 )
 @click.option("--tags", "-T", envvar="LOADLAB_TAGS", help="Locust tags for a single run (e.g. blocking).")
-@click.option("--users", "-u", envvar="LOADLAB_USERS", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@click.option("--users", "-u", envvar="LOADLAB_USERS", type=_int_range("--users"), default=20, show_default=True)
 @click.option(
     "--spawn-rate",
     "-r",
     envvar="LOADLAB_SPAWN_RATE",
-    type=click.FloatRange(0.1, 10_000),
+    type=_float_range("--spawn-rate"),
     default=20.0,
     show_default=True,
 )
@@ -127,7 +136,7 @@ def main() -> None:
     "--duration",
     "-t",
     envvar="LOADLAB_DURATION",
-    type=click.FloatRange(1, 3600),
+    type=_float_range("--duration"),
     default=8.0,
     show_default=True,
     help="Seconds of load per run.",
@@ -135,7 +144,7 @@ def main() -> None:
 @click.option(
     "--workers",
     envvar="LOADLAB_WORKERS",
-    type=click.IntRange(1, 64),
+    type=_int_range("--workers"),
     default=1,
     show_default=True,
     help="uvicorn worker processes.",
@@ -151,7 +160,7 @@ def main() -> None:
 @click.option(
     "--locust-processes",
     envvar="LOADLAB_LOCUST_PROCESSES",
-    type=click.IntRange(1, 64),
+    type=_int_range("--locust-processes"),
     default=1,
     show_default=True,
     help="Locust generator processes (its --processes); stats are merged.",
@@ -167,7 +176,7 @@ def main() -> None:
 @click.option(
     "--rate",
     envvar="LOADLAB_RATE",
-    type=click.IntRange(1, 1000),
+    type=_int_range("--rate"),
     default=100,
     show_default=True,
     help="py-spy samples per second.",
@@ -228,7 +237,7 @@ def main() -> None:
 @click.option(
     "--fail-ratio",
     envvar="LOADLAB_FAIL_RATIO",
-    type=click.FloatRange(0, 1),
+    type=_float_range("--fail-ratio"),
     default=0.01,
     show_default=True,
     help="Share of failed requests above which a run is 'doubtful' (exit 3); all failed is 'failed' (exit 1).",

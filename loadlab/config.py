@@ -34,6 +34,16 @@ DEFAULT_VARIANTS: dict[str, tuple[str, ...]] = {
     "stream": ("blocking", "sync", "async"),
     "background": ("blocking", "sync"),
 }
+# Each numeric flag's accepted range: the CLI's click types and validated() read the same table.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "--users": (1, 10_000),
+    "--spawn-rate": (0.1, 10_000),
+    "--duration": (1, 3600),
+    "--workers": (1, 64),
+    "--locust-processes": (1, 64),
+    "--rate": (1, 1000),
+    "--fail-ratio": (0, 1),
+}
 _APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -97,17 +107,17 @@ class ProfileConfig:
             raise ConfigError(f"--scenario must be one of {', '.join(SCENARIOS)}; got {self.scenario!r}")
         if not self.resolved_locustfile.is_file():
             raise ConfigError(f"--locustfile: no such file: {self.resolved_locustfile}")
-        _bounded("--users", self.users, 1, 10_000)
-        _bounded("--spawn-rate", self.spawn_rate, 0.1, 10_000)
-        _bounded("--duration", self.duration, 1, 3600)
-        _bounded("--workers", self.workers, 1, 64)
-        _bounded("--locust-processes", self.locust_processes, 1, 64)
+        _bounded("--users", self.users)
+        _bounded("--spawn-rate", self.spawn_rate)
+        _bounded("--duration", self.duration)
+        _bounded("--workers", self.workers)
+        _bounded("--locust-processes", self.locust_processes)
         if self.server not in ("uvicorn", "gunicorn"):
             raise ConfigError(f"--server must be uvicorn or gunicorn; got {self.server!r}")
         if self.server == "gunicorn" and self.loop != "auto":
             raise ConfigError("--loop applies to --server uvicorn only; gunicorn's uvicorn worker picks its own")
-        _bounded("--rate", self.rate, 1, 1000)
-        _bounded("--fail-ratio", self.fail_ratio, 0, 1)
+        _bounded("--rate", self.rate)
+        _bounded("--fail-ratio", self.fail_ratio)
         check_bind(self.bind)
         if self.target_host is not None:
             _check_target_host(self.target_host, self.allow_remote)
@@ -181,7 +191,8 @@ def _check_target_host(url: str, allow_remote: bool) -> None:
         )
 
 
-def _bounded(flag: str, value: float, lo: float, hi: float) -> None:
+def _bounded(flag: str, value: float) -> None:
+    lo, hi = BOUNDS[flag]
     if not lo <= value <= hi:
         raise ConfigError(f"{flag} must be from {lo:g} to {hi:g}; got {value:g}")
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 
+from loadlab.config import DEMO_APP
 from loadlab.processes import (
     LOOPBACK,
     ManagedProcess,
@@ -85,7 +86,7 @@ class UiConfig:
     scenario: str = DEFAULT_SCENARIO
     web_port: int = 8089
     app_port: int = 8000  # 0: any free port
-    app: str = "target_app.main:app"
+    app: str = DEMO_APP
     locust_args: tuple[str, ...] = field(default_factory=tuple)
     profiles_dir: Path = Path("profiles")
 

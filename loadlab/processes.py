@@ -28,8 +28,10 @@ import httpx
 import psutil
 
 from loadlab._guard import TOKEN_VAR, carriers
+from loadlab.config import LOOPBACK
 
-LOOPBACK = "127.0.0.1"
+__all__ = ["LOOPBACK"]  # re-exported: processes and tests bind to it
+
 STOP_LADDER: tuple[tuple[signal.Signals, float], ...] = (
     (signal.SIGINT, 8.0),
     (signal.SIGTERM, 4.0),
@@ -341,6 +343,45 @@ def upstream_stub(
 ) -> contextlib.AbstractContextManager[tuple[ManagedProcess, str]]:
     """The target app's slow upstream service, as its own uvicorn process."""
     return uvicorn_server("target_app.upstream:app", port=port, log_path=log_path, name="upstream stub")
+
+
+LOCUST_OUTPUTS = "locust"  # <folder>/locust_stats.csv …, locust.html, locust.json, locust.log
+
+
+def locust_argv(
+    locustfile: Path | str,
+    host: str,
+    *,
+    users: int,
+    spawn_rate: float,
+    run_time_s: float,
+    outputs: Path,
+    tags: Sequence[str] = (),
+    processes: int = 1,
+    stop_timeout_s: float = 2,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """Locust's headless command line, the one every loadlab command uses: ``outputs`` is the
+    folder of its CSV files, its HTML report and its JSON stats (written at exit: the complete
+    source, see ``results.read_locust_stats``), all named ``locust…``."""
+    prefix = str(outputs / LOCUST_OUTPUTS)
+    argv = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-H", host]
+    argv += [
+        "-u",
+        str(users),
+        "-r",
+        f"{spawn_rate:g}",
+        "-t",
+        f"{run_time_s:g}s",
+        "--stop-timeout",
+        f"{stop_timeout_s:g}",
+    ]
+    argv += ["--csv", prefix, "--html", f"{prefix}.html", "--json-file", prefix, "--only-summary"]
+    if processes > 1:
+        argv += ["--processes", str(processes)]
+    if tags:
+        argv += ["-T", *tags]
+    return argv + list(extra)
 
 
 def pyspy_binary() -> str | None:

@@ -1,39 +1,41 @@
 """One profiling run, step by step. This module owns the order; the details live elsewhere.
 
-A run: pick ports → start the upstream stub (demo app) → start uvicorn under py-spy → wait until
-ready → measure the canary idle → drive Locust headless while polling the app's inner state →
-stop the server so py-spy writes its profile → render flame graphs → write ``run.json``.
+A run: pick ports → start the upstream stub (demo app) → start the server under py-spy → wait
+until ready → measure the canary idle → drive Locust headless while polling the app's inner state
+→ stop the server so py-spy writes its profile → judge the run's health → analyse, render.
 ``run.json`` is rewritten after every step, so a run stopped anywhere keeps what it gathered.
+:func:`run_once` reads as the table of contents; each phase is a function below it, and the
+measurements around the load live in :mod:`loadlab.measure`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
-import re
-import statistics
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 from loadlab.analysis.health import STATUS_OF, assess, pyspy_warnings
 from loadlab.analysis.stacks import Profile, ProfileFormatError, read_raw
 from loadlab.analysis.summary import analyse_profile
-from loadlab.config import ProfileConfig, loadlab_env, run_secrets
+from loadlab.config import ProfileConfig, is_loopback, loadlab_env, run_secrets
+from loadlab.measure import ProcessMeter, canary_idle, live_stats, probe_service_times, wait_quiet
 from loadlab.processes import (
+    LOCUST_OUTPUTS,
     LOOPBACK,
     ManagedProcess,
     ProcessError,
     ProfiledServer,
     free_port,
+    locust_argv,
     pyspy_argv,
     upstream_stub,
     uvicorn_argv,
@@ -43,58 +45,45 @@ from loadlab.progress import Progress
 from loadlab.redact import redact_url, scrub_folder
 from loadlab.report import render_run, write_comparison
 from loadlab.results import (
-    AGGREGATED,
     RAW_PROFILE,
-    RUN_JSON,
-    SCHEMA_VERSION,
+    RunRecord,
+    aggregated_row,
     load_run,
-    machine,
+    loop_analysis,
     new_run_dir,
     point_latest,
     read_locust_exceptions,
     read_locust_failures,
     read_locust_stats,
-    versions,
     write_json,
 )
 from loadlab.wrap import USER_APP_PREFIX
 
-CANARY_IDLE_SAMPLES = 20
+# The stall watchdog's threshold while profiling: its own default, 100 ms, would miss a 20 ms
+# CPU call repeated back to back.
 PROFILE_STALL_MS = 25
+# Locust may run this much longer than --duration (start-up, its stop timeout) before it is
+# called stuck and stopped.
+LOCUST_GRACE_S = 60.0
+POLL_INTERVAL_S = 1.0  # the app's inner state and Locust's live figures, once a second
+DEBUG_TIMEOUT_S = 2.0  # a loop that cannot answer its own debug route in this long is a finding
+KEEP_FAILURES = 10  # the most frequent failures and exceptions run.json keeps
 
 
 class RunFailed(RuntimeError):
     """The run could not finish; ``run.json`` says why and what was kept."""
 
 
-class Run:
+class Run(RunRecord):
     """The record of one run, saved to ``run.json`` whenever it changes."""
 
     def __init__(self, run_dir: Path, config: ProfileConfig, variant: str | None) -> None:
-        self.dir = run_dir
-        self.data: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "kind": "run",
-            "status": "incomplete",
-            "phase": "starting",
-            "reason": None,
-            "variant": variant,
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "config": config.to_dict(),
-            "env": loadlab_env(),
-            "versions": versions(),
-            "machine": machine(),
-            "timings_s": {},
-            "artefacts": {},
-            "stats": [],
-            "timeseries": [],
-            "pids": {},
-        }
+        super().__init__(run_dir, {})
+        self.data = RunRecord.create(
+            run_dir, "run", config.to_dict(), loadlab_env(),
+            phase="starting", variant=variant, timings_s={}, artefacts={}, stats=[], timeseries=[], pids={},
+        ).data  # fmt: skip
         self._t0 = time.monotonic()
-        self.save()
-
-    def save(self) -> None:
-        write_json(self.dir / RUN_JSON, self.data)
 
     @contextlib.contextmanager
     def phase(self, name: str, progress: Progress, text: str) -> Iterator[None]:
@@ -118,11 +107,80 @@ class Run:
         self.save()
 
 
+@dataclass(frozen=True)
+class Target:
+    """What the load goes to: the server this run started (None with ``--target-host``), its
+    base URL, and where its instrumentation answers (None when it has none)."""
+
+    server: ProfiledServer | None
+    base: str
+    debug_prefix: str | None
+
+    @property
+    def debug_url(self) -> str | None:
+        return None if self.debug_prefix is None else f"{self.base}{self.debug_prefix}/debug/loop"
+
+
+def run_once(cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str | None = None) -> dict[str, Any]:
+    """Profile one server under one load; return the run record (also in ``run_dir/run.json``).
+
+    With ``--target-host`` no server is started: Locust loads that host, and its instrumentation
+    (if it has loadlab's) is polled, but nothing is profiled.
+    """
+    run = Run(run_dir, cfg, variant)
+    try:
+        with ExitStack() as children, httpx.Client(timeout=5.0) as client:
+            target = _start_target(run, cfg, children, client, progress)
+            run.data["canary_idle"] = canary_idle(client, target.base + cfg.health_path)
+            _drive_load(run, cfg, children, client, target, progress)
+            _stop_server(run, cfg, target.server, progress)
+        _collect_locust(run)
+        with run.phase("rendering", progress, "analysing, flame graphs and the report"):
+            profile = _analyse(run, run_dir / RAW_PROFILE) if cfg.profile and not cfg.target_host else None
+        _judge_health(run)
+        render_run(run_dir, profile)  # reads the saved run.json; adds flame graphs, verdicts, theory
+    except (KeyboardInterrupt, Exception) as exc:
+        _record_failure(run, exc)
+        _keep_what_was_gathered(run, cfg)
+        if isinstance(exc, httpx.HTTPError):
+            raise RunFailed(run.data["reason"]) from None
+        raise
+    finally:
+        # Locust writes the host, credentials included, into its reports; nothing leaves the run
+        # folder with a secret in it.
+        scrub_folder(run_dir, run_secrets(cfg))
+    return load_run(run_dir)  # with the report added
+
+
+def _start_target(
+    run: Run, cfg: ProfileConfig, children: ExitStack, client: httpx.Client, progress: Progress
+) -> Target:
+    """Start the server (or check ``--target-host`` answers), find its instrumentation, and
+    record its routes."""
+    server: ProfiledServer | None = None
+    if cfg.target_host:
+        base = cfg.target_host.rstrip("/")
+        _check_reachable(client, base + cfg.health_path)
+    else:
+        server, base = _start_server(run, cfg, children, dict(os.environ), progress)
+    prefix = _debug_prefix(client, base) if cfg.instrument else None
+    if prefix is not None:
+        write_json(run.dir / "routes.json", client.get(f"{base}{prefix}/debug/routes").json())
+        run.artefact("routes", run.dir / "routes.json")
+    run.data["server"] = {"url": redact_url(base), "debug_prefix": prefix}
+    return Target(server, base, prefix)
+
+
 def _server_command(cfg: ProfileConfig, port: int) -> tuple[list[str], dict[str, str]]:
     """The server's command line and the env it needs: uvicorn (``--workers N``) or gunicorn with
     the ``uvicorn-worker`` worker class, serving the app wrapped by loadlab unless told not to."""
     env: dict[str, str] = {}
     app, factory = cfg.app, cfg.factory
+    if not is_loopback(cfg.bind) and cfg.bind not in ("0.0.0.0", "::"):
+        # The harness then reaches the server at that address, and the debug routes answer only
+        # loopback and the networks LOADLAB_DEBUG_ALLOW names.
+        own = f"{cfg.bind}/{128 if ':' in cfg.bind else 32}"
+        env["LOADLAB_DEBUG_ALLOW"] = ",".join(filter(None, [os.environ.get("LOADLAB_DEBUG_ALLOW", ""), own]))
     if cfg.instrument:
         env["LOADLAB_WRAP_APP"] = cfg.app
         env["LOADLAB_WRAP_FACTORY"] = "1" if cfg.factory else "0"
@@ -148,179 +206,122 @@ def _debug_prefix(client: httpx.Client, base: str) -> str | None:
     return None
 
 
-def _canary_idle(client: httpx.Client, url: str) -> dict[str, float]:
-    times = []
-    for _ in range(CANARY_IDLE_SAMPLES):
-        start = time.perf_counter()
-        client.get(url)
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return {
-        "p50_ms": round(statistics.median(times), 3),
-        "p95_ms": round(times[int(0.95 * (len(times) - 1))], 3),
-        "samples": len(times),
-    }
-
-
-def _live_stats(csv_prefix: Path) -> tuple[float, int] | None:
-    """The latest requests/s and failure count from Locust's stats history, if written yet."""
-    path = Path(f"{csv_prefix}_stats_history.csv")
-    with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("Name") == AGGREGATED]
-        if rows:
-            return float(rows[-1]["Requests/s"]), int(rows[-1]["Total Failure Count"])
-    return None
-
-
-class _ProcessMeter:
-    """CPU and memory of process trees (a server with its workers and pool children; Locust): CPU
-    in percent of one core since the last reading — to tell when the CPU, not the model, was the
-    limit — and resident memory, with the harness's own, for the soak test."""
-
-    def __init__(self, roots: dict[str, int | None]) -> None:
-        self._roots = {k: v for k, v in roots.items() if v}
-        self._procs: dict[int, psutil.Process] = {}
-
-    def read(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for key, pid in self._roots.items():
-            cpu, rss = 0.0, 0
-            with contextlib.suppress(psutil.Error):
-                root = psutil.Process(pid)
-                for proc in [root, *root.children(recursive=True)]:
-                    cached = self._procs.setdefault(proc.pid, proc)
-                    with contextlib.suppress(psutil.Error):
-                        cpu += cached.cpu_percent(None)
-                        rss += cached.memory_info().rss
-            out[f"{key}_cpu_percent"] = round(cpu, 1)
-            out[f"{key}_rss_mb"] = round(rss / 2**20, 1)
-        out["harness_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)
-        return out
-
-
-SERVICE_PROBES = 5
-SCENARIO_PARAMETERS = ("ms", "work", "rows", "kb", "chunks")  # loadtests/common.py's, by env var
-
-
-def _wait_quiet(client: httpx.Client, debug_url: str | None, timeout: float = 3.0) -> None:
-    """Wait (bounded) until no request is in flight: Locust is gone, but work it started (a thread
-    still sleeping, a queued CPU call) may not be, and the probe must not queue behind it."""
-    if debug_url is None:
-        time.sleep(0.5)
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-            if client.get(debug_url, timeout=1.0).json()["inflight"]["total"] == 0:
-                return
-        time.sleep(0.05)
-
-
-def _probe_service_times(client: httpx.Client, base: str, csv_prefix: Path) -> dict[str, float]:
-    """Each GET endpoint's service time, measured on the now idle server: the median of a few
-    sequential requests (Little's law needs the time of a request that did not queue). Only rows
-    whose name is a plain path are probed; the theory falls back to Locust's fastest response."""
-    out: dict[str, float] = {}
-    # The demo scenarios' parameters, when set, go along (routes ignore those they do not take),
-    # so the probe asks for the same work as Locust did; unset, both use the same defaults.
-    params = {k: v for k in SCENARIO_PARAMETERS if (v := os.environ.get(f"LOADLAB_{k.upper()}"))}
-    for row in read_locust_stats(csv_prefix):
-        name = row["name"]
-        if row["method"] != "GET" or not re.fullmatch(r"/[\w\-./]*", name):
-            continue
-        times = []
-        with contextlib.suppress(httpx.HTTPError):
-            for _ in range(SERVICE_PROBES):
-                start = time.perf_counter()
-                client.get(base + name, params=params, timeout=15.0)
-                times.append((time.perf_counter() - start) * 1000)
-        if len(times) == SERVICE_PROBES:
-            out[name] = round(statistics.median(times), 3)
-    return out
-
-
-def _locust_argv(cfg: ProfileConfig, host: str, run_dir: Path) -> list[str]:
-    argv = [sys.executable, "-m", "locust", "-f", str(cfg.resolved_locustfile), "--headless"]
-    argv += ["-u", str(cfg.users), "-r", f"{cfg.spawn_rate:g}", "-t", f"{cfg.duration:g}s", "-H", host]
-    argv += ["--csv", str(run_dir / "locust"), "--html", str(run_dir / "locust.html")]
-    argv += [
-        "--json-file",
-        str(run_dir / "locust"),
-        "--only-summary",
-        "--stop-timeout",
-        "2",
-    ]  # writes locust.json
-    if cfg.locust_processes > 1:
-        argv += ["--processes", str(cfg.locust_processes)]
-    if cfg.tags:
-        argv += ["-T", *cfg.tags]
-    return argv
+def _drive_load(
+    run: Run, cfg: ProfileConfig, children: ExitStack, client: httpx.Client, target: Target, progress: Progress
+) -> None:
+    """Locust headless against the target until its run time ends, the app polled meanwhile;
+    then the stalls the app recorded and each endpoint's service time on the idle server."""
+    tags = f" -T {' '.join(cfg.tags)}" if cfg.tags else ""
+    with run.phase(
+        "load", progress, f"load: {cfg.users} users for {cfg.duration:g} s ({cfg.resolved_locustfile}{tags})"
+    ):
+        argv = locust_argv(
+            cfg.resolved_locustfile, target.base, users=cfg.users, spawn_rate=cfg.spawn_rate, run_time_s=cfg.duration,
+            outputs=run.dir, tags=cfg.tags, processes=cfg.locust_processes,
+        )  # fmt: skip
+        env = dict(os.environ, LOADLAB_HOST=target.base, LOADLAB_THRESHOLDS_OUT=str(run.dir / "thresholds.json"))
+        locust = children.enter_context(ManagedProcess(argv, name="locust", env=env, log_path=run.dir / "locust.log"))
+        run.data["pids"]["locust"] = locust.pid
+        _poll_during_load(run, locust, target, client, cfg, progress)
+        run.data["locust_exit_code"] = locust.poll()
+        if target.debug_prefix is not None:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                stalls = client.get(f"{target.base}{target.debug_prefix}/debug/stalls").json()["stalls"]
+                run.data["stalls"] = stalls
+        wait_quiet(client, target.debug_url)
+        run.data["service_probe"] = probe_service_times(client, target.base, run.dir / LOCUST_OUTPUTS)
 
 
 def _poll_during_load(
-    run: Run,
-    locust: ManagedProcess,
-    server: ProfiledServer | None,
-    client: httpx.Client,
-    debug_url: str | None,
-    cfg: ProfileConfig,
-    progress: Progress,
+    run: Run, locust: ManagedProcess, target: Target, client: httpx.Client, cfg: ProfileConfig, progress: Progress
 ) -> None:
     """Once a second, until Locust exits: poll the app's inner state, show live progress, and
-    notice a server that died under load."""
-    deadline = time.monotonic() + cfg.duration + 60
+    notice a server (or py-spy) that died under load."""
+    server = target.server
     start = time.monotonic()
-    csv_prefix = run.dir / "locust"
-    meter = _ProcessMeter({"server": run.data["pids"].get("server"), "locust": locust.pid})
+    deadline = start + cfg.duration + LOCUST_GRACE_S
+    meter = ProcessMeter({"server": run.data["pids"].get("server"), "locust": locust.pid})
     while locust.poll() is None:
         if time.monotonic() > deadline:
-            raise RunFailed(f"Locust did not finish within {cfg.duration + 60:g} s; stopped it")
+            raise RunFailed(f"Locust did not finish within {cfg.duration + LOCUST_GRACE_S:g} s; stopped it")
         if server is not None:
             # Know every descendant by PID while it is still ours: if the master crashes, its
             # children are re-parented and could not be found from it any more.
             server.process.remember_descendants()
-        stopped = server.failure() if server is not None else None
-        if server is not None and stopped is not None:
-            raise RunFailed(f"{stopped} during the load test; last output:\n{server.process.tail()}")
-        point: dict[str, Any] = {"t": round(time.monotonic() - start, 2)}
-        if debug_url is not None:
-            try:
-                point.update(client.get(debug_url, params={"window_s": 1}, timeout=2.0).json())
-            except (httpx.HTTPError, ValueError):
-                point["unanswered"] = True  # the loop could not answer within 2 s: itself a finding
-        point.update(meter.read())
-        live = _live_stats(csv_prefix)
-        if live is not None:
-            point["rps"], point["failures"] = live
+            stopped = server.failure()
+            if stopped is not None:
+                raise RunFailed(f"{stopped} during the load test; last output:\n{server.tail()}")
+        point = _sample(client, target, meter, run.dir, round(time.monotonic() - start, 2))
         run.data["timeseries"].append(point)
         run.save()  # once a second: an interrupted run keeps its time series
-        left = max(0.0, cfg.duration - (time.monotonic() - start))
-        rps = f"{point['rps']:.0f} req/s" if "rps" in point else "starting"
-        lag = point.get("lag_ms", {}).get("max")
-        progress.status(
-            f"{rps}, {point.get('failures', 0)} failures"
-            + (f", loop lag max {lag:.0f} ms" if lag is not None else "")
-            + f", {left:.0f} s left"
-        )
-        time.sleep(max(0.0, 1.0 - (time.monotonic() - start) % 1.0))
+        progress.status(_status_line(point, max(0.0, cfg.duration - (time.monotonic() - start))))
+        time.sleep(max(0.0, POLL_INTERVAL_S - (time.monotonic() - start) % POLL_INTERVAL_S))
+
+
+def _sample(client: httpx.Client, target: Target, meter: ProcessMeter, run_dir: Path, t: float) -> dict[str, Any]:
+    """One point of ``timeseries``: the app's loop and threadpool, the CPU and memory of the
+    server and Locust, and Locust's live requests/s and failures."""
+    point: dict[str, Any] = {"t": t}
+    if target.debug_url is not None:
+        try:
+            point.update(client.get(target.debug_url, params={"window_s": 1}, timeout=DEBUG_TIMEOUT_S).json())
+        except (httpx.HTTPError, ValueError):
+            point["unanswered"] = True  # the loop could not answer within 2 s: itself a finding
+    point.update(meter.read())
+    live = live_stats(run_dir / LOCUST_OUTPUTS)
+    if live is not None:
+        point["rps"], point["failures"] = live
+    return point
+
+
+def _status_line(point: dict[str, Any], left_s: float) -> str:
+    rps = f"{point['rps']:.0f} req/s" if "rps" in point else "starting"
+    lag = point.get("lag_ms", {}).get("max")
+    lag_text = f", loop lag max {lag:.0f} ms" if lag is not None else ""
+    return f"{rps}, {point.get('failures', 0)} failures{lag_text}, {left_s:.0f} s left"
+
+
+def _stop_server(run: Run, cfg: ProfileConfig, server: ProfiledServer | None, progress: Progress) -> None:
+    """Stop the server first, so py-spy writes its profile; Locust and the stub stop after it."""
+    if server is None:
+        return
+    with run.phase(
+        "stopping", progress, "stopping the server" + (" (py-spy writes the profile)" if cfg.profile else "")
+    ):
+        run.data["leftover_pids"] = server.stop()
+    if cfg.profile:
+        run.data["profiler_exit_code"] = server.process.returncode
+        run.data["profiler_warnings"] = pyspy_warnings(run.dir / "server.log")
+
+
+def _judge_health(run: Run) -> None:
+    """The run's status from every signal it recorded (see :mod:`loadlab.analysis.health`)."""
+    health = run.data["health"] = assess(run.data)
+    run.finish(STATUS_OF[health["verdict"]], health["problems"][0]["text"] if health["problems"] else None)
+
+
+def _record_failure(run: Run, exc: BaseException) -> None:
+    if isinstance(exc, KeyboardInterrupt):
+        run.finish("incomplete", f"interrupted during {run.data['phase']}")
+    elif isinstance(exc, httpx.HTTPError):
+        run.finish("failed", f"the server stopped answering ({type(exc).__name__}: {exc})")
+    else:
+        run.finish("failed", str(exc) if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}")
 
 
 def _start_server(
-    run: Run, cfg: ProfileConfig, stack: ExitStack, env: dict[str, str], progress: Progress
+    run: Run, cfg: ProfileConfig, children: ExitStack, env: dict[str, str], progress: Progress
 ) -> tuple[ProfiledServer, str]:
     """The upstream stub (demo app) and the server, under py-spy unless ``--no-profile``."""
     if cfg.is_demo_app:
         with run.phase("upstream", progress, "starting the upstream stub"):
-            upstream, upstream_url = stack.enter_context(upstream_stub(log_path=run.dir / "upstream.log"))
+            upstream, upstream_url = children.enter_context(upstream_stub(log_path=run.dir / "upstream.log"))
             run.data["pids"]["upstream"] = upstream.pid
             env["LOADLAB_UPSTREAM_URL"] = upstream_url
     port = free_port(cfg.bind)
     base = f"http://{LOOPBACK if cfg.bind in ('0.0.0.0', '::') else cfg.bind}:{port}"
     server_argv, server_env = _server_command(cfg, port)
     env.update(server_env)
-    # The stall watchdog names loop blockers of 25 ms and more while profiling (its own default,
-    # 100 ms, would miss a 20 ms CPU call repeated back to back).
     env.setdefault("LOADLAB_STALL_MS", str(PROFILE_STALL_MS))
     profiler = (
         pyspy_argv(run.dir / RAW_PROFILE, rate=cfg.rate, native=cfg.native, nonblocking=cfg.nonblocking)
@@ -329,7 +330,7 @@ def _start_server(
     )
     what = f"py-spy at {cfg.rate} Hz{' with --native' if cfg.native else ''}" if cfg.profile else "no profiler"
     with run.phase("server", progress, f"starting {cfg.app} on {base} ({what})"):
-        server = stack.enter_context(
+        server = children.enter_context(
             ProfiledServer(server_argv, profiler_argv=profiler, env=env, log_path=run.dir / "server.log")
         )
         run.artefact("server_log", run.dir / "server.log")
@@ -344,80 +345,6 @@ def _start_server(
     return server, base
 
 
-def run_once(cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str | None = None) -> dict[str, Any]:
-    """Profile one server under one load; return the run record (also in ``run_dir/run.json``).
-
-    With ``--target-host`` no server is started: Locust loads that host, and its instrumentation
-    (if it has loadlab's) is polled, but nothing is profiled.
-    """
-    run = Run(run_dir, cfg, variant)
-    raw_path = run_dir / RAW_PROFILE
-    try:
-        with ExitStack() as stack, httpx.Client(timeout=5.0) as client:
-            env = dict(os.environ)
-            server: ProfiledServer | None = None
-            if cfg.target_host:
-                base = cfg.target_host.rstrip("/")
-                _check_reachable(client, base + cfg.health_path)
-            else:
-                server, base = _start_server(run, cfg, stack, env, progress)
-            prefix = _debug_prefix(client, base) if cfg.instrument else None
-            debug_url = f"{base}{prefix}/debug/loop" if prefix is not None else None
-            if prefix is not None:
-                routes = client.get(f"{base}{prefix}/debug/routes").json()
-                write_json(run_dir / "routes.json", routes)
-                run.artefact("routes", run_dir / "routes.json")
-            run.data["server"] = {"url": redact_url(base), "debug_prefix": prefix}
-            run.data["canary_idle"] = _canary_idle(client, base + cfg.health_path)
-            tags = f" -T {' '.join(cfg.tags)}" if cfg.tags else ""
-            load_text = f"load: {cfg.users} users for {cfg.duration:g} s ({cfg.resolved_locustfile}{tags})"
-            with run.phase("load", progress, load_text):
-                locust_env = dict(env, LOADLAB_HOST=base, LOADLAB_THRESHOLDS_OUT=str(run_dir / "thresholds.json"))
-                locust = stack.enter_context(
-                    ManagedProcess(
-                        _locust_argv(cfg, base, run_dir), name="locust", env=locust_env, log_path=run_dir / "locust.log"
-                    )
-                )
-                run.data["pids"]["locust"] = locust.pid
-                _poll_during_load(run, locust, server, client, debug_url, cfg, progress)
-                run.data["locust_exit_code"] = locust.poll()
-                if prefix is not None:
-                    with contextlib.suppress(httpx.HTTPError, ValueError):
-                        run.data["stalls"] = client.get(f"{base}{prefix}/debug/stalls").json()["stalls"]
-                _wait_quiet(client, debug_url)
-                run.data["service_probe"] = _probe_service_times(client, base, run.dir / "locust")
-            if server is not None:
-                stopping = "stopping the server" + (" (py-spy writes the profile)" if cfg.profile else "")
-                with run.phase("stopping", progress, stopping):
-                    run.data["leftover_pids"] = server.stop()
-                    stack.close()
-                if cfg.profile:
-                    run.data["profiler_exit_code"] = server.process.returncode
-                    run.data["profiler_warnings"] = pyspy_warnings(run_dir / "server.log")
-        _collect_locust(run, run_dir)
-        with run.phase("rendering", progress, "analysing, flame graphs and the report"):
-            profile = _analyse(run, raw_path) if cfg.profile and not cfg.target_host else None
-        health = run.data["health"] = assess(run.data)
-        run.finish(STATUS_OF[health["verdict"]], health["problems"][0]["text"] if health["problems"] else None)
-        render_run(run_dir, profile)  # reads the saved run.json; adds flame graphs, verdicts, theory
-    except (KeyboardInterrupt, Exception) as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            run.finish("incomplete", f"interrupted during {run.data['phase']}")
-        elif isinstance(exc, httpx.HTTPError):
-            run.finish("failed", f"the server stopped answering ({type(exc).__name__}: {exc})")
-        else:
-            run.finish("failed", str(exc) if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}")
-        _keep_what_was_gathered(run, raw_path, cfg)
-        if isinstance(exc, httpx.HTTPError):
-            raise RunFailed(run.data["reason"]) from None
-        raise
-    finally:
-        # Locust writes the host, credentials included, into its reports; nothing leaves the run
-        # folder with a secret in it.
-        scrub_folder(run_dir, run_secrets(cfg))
-    return load_run(run_dir)  # with the report added
-
-
 def _check_reachable(client: httpx.Client, url: str) -> None:
     """``--target-host`` answers at all (any status), or the run stops here with why."""
     try:
@@ -429,29 +356,34 @@ def _check_reachable(client: httpx.Client, url: str) -> None:
         ) from None
 
 
-def _collect_locust(run: Run, run_dir: Path) -> None:
-    run.data["stats"] = read_locust_stats(run_dir / "locust")
-    run.data["locust_failures"] = read_locust_failures(run_dir / "locust")[:10]
-    run.data["locust_exceptions"] = read_locust_exceptions(run_dir / "locust")[:10]
+def _collect_locust(run: Run) -> None:
+    """Locust's final figures, its failures and exceptions, and its outputs as artefacts."""
+    _read_locust_results(run)
     for key, name in (
         ("locust_html", "locust.html"),
         ("locust_json", "locust.json"),
         ("locust_log", "locust.log"),
+        ("locust_csv", "locust_stats.csv"),
     ):
-        if (run_dir / name).exists():
-            run.artefact(key, run_dir / name)
-    if (run_dir / "locust_stats.csv").exists():
-        run.artefact("locust_csv", run_dir / "locust_stats.csv")
-    thresholds = run_dir / "thresholds.json"
+        if (run.dir / name).exists():
+            run.artefact(key, run.dir / name)
+    thresholds = run.dir / "thresholds.json"
     if thresholds.exists():
         with contextlib.suppress(ValueError, OSError):
             run.data["thresholds"] = json.loads(thresholds.read_text())
             run.artefact("thresholds", thresholds)
     code = run.data.get("locust_exit_code")
     if code not in (0, None) and not run.data["stats"]:
-        log = run_dir / "locust.log"
+        log = run.dir / "locust.log"
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""
         raise RunFailed(f"Locust exited with code {code} and produced no stats; its last output:\n{tail}")
+
+
+def _read_locust_results(run: Run) -> None:
+    prefix = run.dir / LOCUST_OUTPUTS
+    run.data["stats"] = read_locust_stats(prefix)
+    run.data["locust_failures"] = read_locust_failures(prefix)[:KEEP_FAILURES]
+    run.data["locust_exceptions"] = read_locust_exceptions(prefix)[:KEEP_FAILURES]
 
 
 def _analyse(run: Run, raw_path: Path) -> Profile | None:
@@ -469,15 +401,14 @@ def _analyse(run: Run, raw_path: Path) -> Profile | None:
     return profile
 
 
-def _keep_what_was_gathered(run: Run, raw_path: Path, cfg: ProfileConfig) -> None:
+def _keep_what_was_gathered(run: Run, cfg: ProfileConfig) -> None:
     """After a failure or an interruption: keep Locust's outputs and render the partial profile."""
     with contextlib.suppress(Exception):
-        run.data["stats"] = read_locust_stats(run.dir / "locust")
-        run.data["locust_failures"] = read_locust_failures(run.dir / "locust")[:10]
-        run.data["locust_exceptions"] = read_locust_exceptions(run.dir / "locust")[:10]
+        _read_locust_results(run)
     with contextlib.suppress(Exception):
         run.data["health"] = assess(run.data)
     profile = None
+    raw_path = run.dir / RAW_PROFILE
     if cfg.profile and not cfg.target_host and raw_path.exists():
         with contextlib.suppress(Exception):
             profile = _analyse(run, raw_path)
@@ -502,19 +433,8 @@ def run_profile(cfg: ProfileConfig, progress: Progress) -> Path:
     if not variants:
         run_once(cfg, run_dir, progress)
         return run_dir
-    suite: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "suite",
-        "status": "incomplete",
-        "reason": None,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": cfg.to_dict(),
-        "env": loadlab_env(),
-        "versions": versions(),
-        "machine": machine(),
-        "variants": [],
-    }
-    write_json(run_dir / RUN_JSON, suite)
+    record = RunRecord.create(run_dir, "suite", cfg.to_dict(), loadlab_env(), variants=[])
+    suite = record.data
     start = time.monotonic()
     try:
         for i, variant in enumerate(variants, 1):
@@ -528,9 +448,9 @@ def run_profile(cfg: ProfileConfig, progress: Progress) -> Path:
             finally:
                 with contextlib.suppress(Exception):
                     entry.update(_variant_summary(vdir))
-                write_json(run_dir / RUN_JSON, suite)
+                record.save()
         suite["status"], suite["reason"] = _suite_status(suite["variants"])
-        write_json(run_dir / RUN_JSON, suite)
+        record.save()
         progress.note(f"comparison: {write_comparison([run_dir], run_dir)}")
     except KeyboardInterrupt:
         suite["status"] = "incomplete"
@@ -542,7 +462,7 @@ def run_profile(cfg: ProfileConfig, progress: Progress) -> Path:
         raise
     finally:
         suite["timings_s"] = {"total": round(time.monotonic() - start, 3)}
-        write_json(run_dir / RUN_JSON, suite)
+        record.save()
     return run_dir
 
 
@@ -558,14 +478,12 @@ def _suite_status(variants: list[dict[str, Any]]) -> tuple[str, str | None]:
 
 def _variant_summary(vdir: Path) -> dict[str, Any]:
     """The few figures of a variant that the suite's run.json repeats for a quick look."""
-    data = json.loads((vdir / RUN_JSON).read_text(encoding="utf-8"))
-    stats = {s["name"]: s for s in data.get("stats", [])}
-    loop = data.get("analysis", {}).get("loop", {})
-    blockers = loop.get("blockers") or [{}]
+    data = load_run(vdir)
+    total, loop = aggregated_row(data), loop_analysis(data)
     return {
         "status": data["status"],
         "reason": data.get("reason"),
-        "rps": stats.get(AGGREGATED, {}).get("rps"),
-        "loop_busy_share": loop.get("busy_share"),
-        "top_blocker": blockers[0].get("function"),
+        "rps": total["rps"] if total else None,
+        "loop_busy_share": loop["busy_share"] if loop else None,
+        "top_blocker": loop["blockers"][0]["function"] if loop and loop["blockers"] else None,
     }

@@ -28,8 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadlab.config import DEMO_APP
 from loadlab.locust_ui import app_env, locustfile_for
-from loadlab.processes import ManagedProcess, ProcessError, upstream_stub, uvicorn_server
+from loadlab.processes import ManagedProcess, ProcessError, locust_argv, upstream_stub, uvicorn_server
 
 DEFAULT_BUDGETS: Mapping[str, str] = {
     "LOADLAB_P95_MS": "300",
@@ -79,36 +80,12 @@ class StepResult:
 
 
 def locust_command(step: Step, host: str, folder: Path) -> list[str]:
-    argv = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(locustfile_for(step.scenario)),
-        "-H",
-        host,
-        "--headless",
-        "-u",
-        str(step.users),
-        "-r",
-        str(max(step.users, 10)),
-        "-t",
-        step.run_time,
-        "--stop-timeout",
-        "5",
-        "--only-summary",
-        "--csv",
-        str(folder / "locust"),
-        "--html",
-        str(folder / "report.html"),
-        "--json-file",
-        str(folder / "stats"),
-        "--thresholds-out",
-        str(folder / "thresholds.json"),
-    ]
-    if step.tags:
-        argv += ["-T", *step.tags]
-    return argv
+    seconds = float(step.run_time.rstrip("s"))
+    return locust_argv(
+        locustfile_for(step.scenario), host, users=step.users, spawn_rate=max(step.users, 10), run_time_s=seconds,
+        outputs=folder, tags=step.tags, stop_timeout_s=5,
+        extra=["--thresholds-out", str(folder / "thresholds.json")],
+    )  # fmt: skip
 
 
 def run_step(step: Step, host: str, folder: Path, env: Mapping[str, str]) -> StepResult:
@@ -139,7 +116,7 @@ def smoke_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run(variant: str, run_dir: Path, app: str = "target_app.main:app") -> int:
+def run(variant: str, run_dir: Path, app: str = DEMO_APP) -> int:
     """Run the suite ``variant`` into ``run_dir``; print one line per step; return the exit code."""
     steps = SUITES[variant]
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -347,7 +347,7 @@ def test_children_that_ignore_sigterm_or_detach_are_stopped_and_listed(tmp_path:
     try:
         assert _wait_all_gone(pids, 5) == []
         data = run_json(out)
-        assert set(pids) <= set(data["leftover_pids"])
+        assert set(pids) <= set(data["leftover_pids"]), (pids, data["leftover_pids"])
         assert data["timings_s"]["stopping"] < 20  # a loose ceiling: it was 28 s before the fix
     finally:
         for pid in pids:

@@ -38,8 +38,8 @@ def test_healthy_suite_passes_and_keeps_locust_outputs(tmp_path: Path) -> None:
         for name in (
             "locust_stats.csv",
             "locust_stats_history.csv",
-            "report.html",
-            "stats.json",
+            "locust.html",
+            "locust.json",
             "locust.log",
         ):
             assert (folder / name).is_file(), f"{step['name']}: {name} missing"

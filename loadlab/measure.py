@@ -1,0 +1,115 @@
+"""What the harness measures around a load test, apart from the profile: the canary's idle
+latency, each endpoint's service time on the idle server, the CPU and memory of the process trees,
+and Locust's live figures. Each is a small function over an HTTP client or a file; the runner
+decides when they run."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import re
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from loadlab.instrument import percentile
+from loadlab.results import AGGREGATED, read_locust_stats
+
+CANARY_IDLE_SAMPLES = 20
+SERVICE_PROBES = 5
+SERVICE_PROBE_TIMEOUT_S = 15.0
+QUIET_TIMEOUT_S = 3.0
+SCENARIO_PARAMETERS = ("ms", "work", "rows", "kb", "chunks")  # loadtests/common.py's, by env var
+
+
+def canary_idle(client: httpx.Client, url: str) -> dict[str, float]:
+    """The canary's latency on the idle server, before any load: the baseline of its damage."""
+    times = []
+    for _ in range(CANARY_IDLE_SAMPLES):
+        start = time.perf_counter()
+        client.get(url)
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {
+        "p50_ms": round(statistics.median(times), 3),
+        "p95_ms": round(percentile(times, 0.95), 3),
+        "samples": len(times),
+    }
+
+
+def live_stats(csv_prefix: Path) -> tuple[float, int] | None:
+    """The latest requests/s and failure count from Locust's stats history, if written yet."""
+    path = Path(f"{csv_prefix}_stats_history.csv")
+    with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("Name") == AGGREGATED]
+        if rows:
+            return float(rows[-1]["Requests/s"]), int(rows[-1]["Total Failure Count"])
+    return None
+
+
+class ProcessMeter:
+    """CPU and memory of process trees (a server with its workers and pool children; Locust): CPU
+    in percent of one core since the last reading — to tell when the CPU, not the model, was the
+    limit — and resident memory, with the harness's own, for the soak test."""
+
+    def __init__(self, roots: dict[str, int | None]) -> None:
+        self._roots = {k: v for k, v in roots.items() if v}
+        self._procs: dict[int, psutil.Process] = {}
+
+    def read(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for key, pid in self._roots.items():
+            cpu, rss = 0.0, 0
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(pid)
+                for proc in [root, *root.children(recursive=True)]:
+                    cached = self._procs.setdefault(proc.pid, proc)
+                    with contextlib.suppress(psutil.Error):
+                        cpu += cached.cpu_percent(None)
+                        rss += cached.memory_info().rss
+            out[f"{key}_cpu_percent"] = round(cpu, 1)
+            out[f"{key}_rss_mb"] = round(rss / 2**20, 1)
+        out["harness_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)
+        return out
+
+
+def wait_quiet(client: httpx.Client, debug_url: str | None, timeout: float = QUIET_TIMEOUT_S) -> None:
+    """Wait (bounded) until no request is in flight: Locust is gone, but work it started (a thread
+    still sleeping, a queued CPU call) may not be, and the probe must not queue behind it."""
+    if debug_url is None:
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+            if client.get(debug_url, timeout=1.0).json()["inflight"]["total"] == 0:
+                return
+        time.sleep(0.05)
+
+
+def probe_service_times(client: httpx.Client, base: str, csv_prefix: Path) -> dict[str, float]:
+    """Each GET endpoint's service time, measured on the now idle server: the median of a few
+    sequential requests (Little's law needs the time of a request that did not queue). Only rows
+    whose name is a plain path are probed; the theory falls back to Locust's fastest response."""
+    out: dict[str, float] = {}
+    # The demo scenarios' parameters, when set, go along (routes ignore those they do not take),
+    # so the probe asks for the same work as Locust did; unset, both use the same defaults.
+    params = {k: v for k in SCENARIO_PARAMETERS if (v := os.environ.get(f"LOADLAB_{k.upper()}"))}
+    for row in read_locust_stats(csv_prefix):
+        name = row["name"]
+        if row["method"] != "GET" or not re.fullmatch(r"/[\w\-./]*", name):
+            continue
+        times = []
+        with contextlib.suppress(httpx.HTTPError):
+            for _ in range(SERVICE_PROBES):
+                start = time.perf_counter()
+                client.get(base + name, params=params, timeout=SERVICE_PROBE_TIMEOUT_S)
+                times.append((time.perf_counter() - start) * 1000)
+        if len(times) == SERVICE_PROBES:
+            out[name] = round(statistics.median(times), 3)
+    return out
