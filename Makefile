@@ -46,16 +46,16 @@ test: $(STAMP)
 
 # Not a test: it measures and writes benchmarks/results/<timestamp>.json and .md (see benchmarks/README.md).
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.bench $(ARGS)
+	$(BIN)/loadlab bench $(ARGS)
 
 serve: $(STAMP)
 	$(BIN)/python -m target_app --port $(PORT)
 
 locust: $(STAMP)
-	$(BIN)/python -m loadlab.locust_ui --scenario $(SCENARIO) --app-port $(PORT)
+	$(BIN)/loadlab ui --scenario $(SCENARIO) --app-port $(PORT)
 
 smoke: $(STAMP)
-	$(BIN)/python -m loadlab.smoke
+	$(BIN)/loadlab smoke
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

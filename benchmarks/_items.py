@@ -1,4 +1,6 @@
-"""The seven measurements of issue 6, each returning rows of the table and keeping its raw data.
+"""The seven measurements of `make bench` (accuracy, profiling and instrumentation overhead, generator
+headroom, the threadpool hop, analysis speed, time to answer), each returning rows of the table
+and keeping its raw data.
 
 Every comparison is paired and interleaved (``A B A B …``), each variant on a fresh server; the
 figure is the median of the per-round ratios with their min–max. Each raw measurement keeps the
@@ -430,8 +432,8 @@ ANALYSIS_VARIANTS = 25  # copies of each recorded stack, with shifted line numbe
 
 
 def analysis_speed(ctx: Context) -> list[Row]:
+    from loadlab.analysis.attribution import analyse_profile
     from loadlab.analysis.stacks import read_raw
-    from loadlab.analysis.summary import analyse_profile
 
     ctx.progress(f"6. analysis speed: parse + classify + attribute {ANALYSIS_SAMPLES:,} samples")
     recorded: list[str] = []

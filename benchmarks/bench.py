@@ -33,7 +33,7 @@ def _progress(text: str) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="loadlab bench", description=__doc__)
     p.add_argument("--items", default="1,2,3,4,5,6,7", help="which items, e.g. 2,3 (default: all)")
     p.add_argument("--repeats", type=int, default=3, help="rounds of each paired comparison (default 3, at least 3)")
     p.add_argument("--duration", type=float, default=6.0, help="seconds of load per measurement (default 6)")

@@ -381,6 +381,39 @@ def soak(duration: float, users: int, out: Path | None, quiet: bool) -> None:
     sys.exit(0 if passed else 1)
 
 
+# Commands with their own argument parsers: the CLI forwards everything after the name.
+_FORWARD = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+
+
+@main.command(context_settings=_FORWARD)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def smoke(args: tuple[str, ...]) -> None:
+    """CI smoke gates on the demo app: short headless runs judged against budgets (--help for flags)."""
+    from loadlab.smoke import main as smoke_main
+
+    sys.exit(smoke_main(list(args)))
+
+
+@main.command(context_settings=_FORWARD)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def ui(args: tuple[str, ...]) -> None:
+    """Locust's web UI with the app's event loop in extra tabs (--help for flags)."""
+    from loadlab.locust_ui import main as ui_main
+
+    sys.exit(ui_main(list(args)))
+
+
+@main.command(context_settings=_FORWARD)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Measure the harness itself: accuracy, overhead, headroom (~12 min; from a checkout)."""
+    try:
+        from benchmarks.bench import main as bench_main
+    except ImportError:
+        raise click.UsageError("loadlab bench measures a checkout of loadlab: run it from the repository") from None
+    sys.exit(bench_main(list(args)))
+
+
 @main.command()
 def doctor() -> None:
     """Check that this machine can profile: Python vs py-spy, ptrace, a test attach, free ports."""

@@ -1,6 +1,6 @@
 """``make locust``: the target app, its upstream stub and Locust's web UI, stopped together on Ctrl-C.
 
-    python -m loadlab.locust_ui [--scenario io] [--web-port 8089] [--app-port 8000]
+    loadlab ui [--scenario io] [--web-port 8089] [--app-port 8000]
                                 [--profiles-dir profiles] [-- LOCUST ARGS]
 
 ``SCENARIO`` (env) or ``--scenario`` picks ``loadtests/<scenario>_routes.py`` (or any locustfile
@@ -37,6 +37,7 @@ from loadlab.processes import (
     ProcessError,
     describe_exit,
     free_port,
+    locust_web_argv,
     uvicorn_argv,
 )
 from loadlab.results import RunFolderError, new_run_dir
@@ -99,27 +100,6 @@ def app_env(upstream_url: str) -> dict[str, str]:
     env = dict(os.environ)
     env["LOADLAB_UPSTREAM_URL"] = upstream_url
     return env
-
-
-def locust_argv(locustfile: Path, host: str, extra: Sequence[str], *, web_port: int) -> list[str]:
-    # Pre-fill the form with a load that shows something (Locust's default, 1 user, would be the
-    # canary alone); flags given after -- come later and win.
-    defaults = ["-u", "11", "-r", "10"]
-    return [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(locustfile),
-        "-H",
-        host,
-        "--web-host",
-        LOOPBACK,
-        "--web-port",
-        str(web_port),
-        *defaults,
-        *extra,
-    ]
 
 
 # What each port is for: the flag (and env var) that changes it, and the likely occupant.
@@ -244,7 +224,7 @@ def run(config: UiConfig) -> int:
             if not wait_until_ready(app, base_url + HEALTH_PATH, SERVER_READY_S, stopped, APP_PORT_FLAG[0]):
                 return _interrupted(run_dir)
 
-            argv = locust_argv(locustfile, base_url, config.locust_args, web_port=config.web_port)
+            argv = locust_web_argv(locustfile, base_url, web_port=config.web_port, extra=config.locust_args)
             locust = ManagedProcess(argv, name="Locust", log_path=run_dir / LOCUST_LOG)
             children.enter_context(locust)
             web_url = f"http://{LOOPBACK}:{config.web_port}"
@@ -296,7 +276,7 @@ def _port(low: int) -> Callable[[str], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadlab.locust_ui", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="loadlab ui", description=__doc__.split("\n")[0])
     parser.add_argument("--scenario", default=os.environ.get("SCENARIO") or DEFAULT_SCENARIO)
     # String defaults go through type= too: a bad LOCUST_WEB_PORT or PORT is an argparse error.
     parser.add_argument("--web-port", type=_port(1), default=os.environ.get("LOCUST_WEB_PORT") or "8089")

@@ -384,6 +384,14 @@ def locust_argv(
     return argv + list(extra)
 
 
+def locust_web_argv(locustfile: Path | str, host: str, *, web_port: int, extra: Sequence[str] = ()) -> list[str]:
+    """Locust with its web UI on loopback: the form pre-filled with a load that shows something
+    (Locust's default, 1 user, would be the canary alone); ``extra`` comes later and wins."""
+    argv = [sys.executable, "-m", "locust", "-f", str(locustfile), "-H", host]
+    argv += ["--web-host", LOOPBACK, "--web-port", str(web_port), "-u", "11", "-r", "10"]
+    return argv + list(extra)
+
+
 def pyspy_binary() -> str | None:
     """py-spy: ``LOADLAB_PYSPY`` if set, else the one next to this Python (the venv's), else on PATH."""
     chosen = os.environ.get("LOADLAB_PYSPY")

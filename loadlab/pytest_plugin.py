@@ -79,7 +79,7 @@ class PluginSettings:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class LoopBudgetVerdict:
     """What one watched test did to its loop."""
 
     nodeid: str
@@ -92,7 +92,7 @@ class Verdict:
 
 
 _SETTINGS = pytest.StashKey[PluginSettings]()
-_VERDICTS = pytest.StashKey[list[Verdict]]()
+_VERDICTS = pytest.StashKey[list[LoopBudgetVerdict]]()
 
 
 def parse_duration_ms(text: str) -> float:
@@ -310,7 +310,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         item.warn(pytest.PytestWarning(f"{MARKER}: {watch.unsupported}"))
     stalls = watch.over_budget()
     if stalls:
-        item.config.stash[_VERDICTS].append(Verdict(item.nodeid, budget, tuple(stalls), budget.fail))
+        item.config.stash[_VERDICTS].append(LoopBudgetVerdict(item.nodeid, budget, tuple(stalls), budget.fail))
         if budget.fail:
             pytest.fail(_describe(stalls, budget.ms, item.config.rootpath), pytrace=False)
     return result

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from loadlab.analysis.attribution import analyse_profile
 from loadlab.analysis.compare import compare, display_names
 from loadlab.analysis.stacks import Profile, read_raw
-from loadlab.analysis.summary import analyse_profile
 from loadlab.analysis.theory import canary_damage, theory_table
 from loadlab.analysis.verdicts import BLOCKER_SHARE, verdicts
 from loadlab.render import html, markdown

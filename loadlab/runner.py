@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 
+from loadlab.analysis.attribution import analyse_profile
 from loadlab.analysis.health import STATUS_OF, assess, pyspy_warnings
 from loadlab.analysis.stacks import Profile, ProfileFormatError, read_raw
-from loadlab.analysis.summary import analyse_profile
 from loadlab.config import ProfileConfig, is_loopback, loadlab_env, run_secrets
 from loadlab.measure import ProcessMeter, canary_idle, live_stats, probe_service_times, wait_quiet
 from loadlab.processes import (

@@ -1,6 +1,6 @@
 """``make smoke``: short headless Locust runs with pass/fail budgets, for CI.
 
-    python -m loadlab.smoke [--variant healthy|blocking] [--out profiles] [--run NAME]
+    loadlab smoke [--variant healthy|blocking] [--out profiles] [--run NAME]
 
 Starts the upstream stub and the target app, then runs each step of the suite as its own
 Locust process (Locust is never imported here: it would monkey-patch this process with gevent).
@@ -156,7 +156,7 @@ def run(variant: str, run_dir: Path, app: str = DEMO_APP) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadlab.smoke", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="loadlab smoke", description=__doc__.split("\n")[0])
     parser.add_argument("--variant", choices=sorted(SUITES), default=os.environ.get("SMOKE_VARIANT", "healthy"))
     parser.add_argument("--out", type=Path, default=Path("profiles"), help="parent folder of the run folder")
     parser.add_argument("--run", default=None, help="run folder name (default: smoke-<variant>-<timestamp>)")

@@ -2,6 +2,6 @@
 
 Only this package imports ``locust`` (importing it monkey-patches the process with gevent), and
 only the files Locust itself loads import it: the ``*_routes.py`` locustfiles and the modules they
-pull in through :mod:`loadtests.common`. :mod:`loadtests._budgets` is pure and safe to import
+pull in through :mod:`loadtests.common`. :mod:`loadtests.budgets` is pure and safe to import
 anywhere.
 """

@@ -39,7 +39,7 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from loadtests import appstate
-from loadtests._budgets import Budgets, RowStats, Verdict, evaluate, parse_endpoint_budgets
+from loadtests.budgets import Budgets, GateVerdict, RowStats, evaluate, parse_endpoint_budgets
 
 logger = logging.getLogger("loadlab.thresholds")
 
@@ -103,7 +103,7 @@ class _CpuMeter:
 
 
 _cpu = _CpuMeter()
-_verdict: Verdict | None = None
+_verdict: GateVerdict | None = None
 
 
 @events.init.add_listener
@@ -142,7 +142,7 @@ def rows_of(environment: Environment) -> list[RowStats]:
     ]
 
 
-def judge(environment: Environment) -> Verdict:
+def judge(environment: Environment) -> GateVerdict:
     """Evaluate the run's budgets now, from Locust's stats and the app's reported loop lag."""
     options = environment.parsed_options
     if appstate.state.judged_polls == 0:  # a run shorter than the settling time

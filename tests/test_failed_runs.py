@@ -21,8 +21,7 @@ import pytest
 
 from loadlab.analysis.health import assess, pyspy_warnings
 from loadlab.results import read_locust_stats
-from tests.test_faults import finish, start, wait_for
-from tests.test_profile import REPO, assert_all_stopped, loadlab, run_json
+from tests.helpers import REPO, assert_all_stopped, finish, loadlab, run_json, start, wait_for
 
 APP = """
 import os

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_profile import REPO, assert_all_stopped, loadlab, run_json
+from tests.helpers import REPO, assert_all_stopped, finish, loadlab, run_json, start, wait_for
 
 # An app that takes a while to import, so "waiting for readiness" lasts long enough to interrupt.
 SLOW_APP = """
@@ -29,39 +27,6 @@ app = FastAPI()
 CRASHING_IMPORT = """
 raise RuntimeError("the database URL is not set")
 """
-
-
-def start(args: list[str], cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "loadlab", "profile", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def wait_for(out: Path, predicate: Any, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            data = run_json(out)
-            if predicate(data):
-                return data
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"run never reached the expected state; last: {out / 'run.json'}")
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 60) -> str:
-    try:
-        _, stderr = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests._budgets import BudgetError, Budgets, RowStats, evaluate, parse_endpoint_budgets
+from loadtests.budgets import BudgetError, Budgets, RowStats, evaluate, parse_endpoint_budgets
 from tests.conftest import Server
 
 LOADTESTS = Path(__file__).resolve().parent.parent / "loadtests"

@@ -10,38 +10,10 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
 
-import psutil
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def loadlab(
-    *args: str, cwd: Path = REPO, timeout: float = 120, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "loadlab", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def run_json(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((path / "run.json").read_text())
-    return data
-
-
-def assert_all_stopped(pids: dict[str, int | None]) -> None:
-    for role, pid in pids.items():
-        if pid is None:
-            continue
-        alive = psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        assert not alive, f"{role} (pid {pid}) is still running"
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, REPO, assert_all_stopped, loadlab, run_json
 
 
 @pytest.fixture(scope="module")
@@ -96,14 +68,9 @@ def test_theory_matches_the_blocking_measurement(demo: Path) -> None:
     assert 0.6 <= row["ratio"] <= 1.3  # Little's law: 1 / 50 ms = 20 req/s
 
 
-CHROMIUM = os.environ.get("LOADLAB_CHROMIUM", "/usr/bin/chromium")
-
-
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no browser: {CHROMIUM} is absent (apt-get install chromium)")
 def test_html_report_renders_every_section(demo: Path, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
-
-    from tests.test_webui import CHROMIUM_ARGS
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

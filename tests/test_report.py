@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from loadlab.analysis.attribution import analyse_profile
 from loadlab.analysis.compare import compare
 from loadlab.analysis.stacks import read_raw
-from loadlab.analysis.summary import analyse_profile
 from loadlab.analysis.theory import ceiling, infer_model, theory_table
 from loadlab.analysis.verdicts import verdicts
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_profile import assert_all_stopped, loadlab, run_json
+from tests.helpers import assert_all_stopped, loadlab, run_json
 
 pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="scale-out needs at least 2 cores")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from loadlab.analysis.attribution import analyse_profile
 from loadlab.analysis.stacks import (
     Frame,
     ProfileFormatError,
@@ -19,7 +20,6 @@ from loadlab.analysis.stacks import (
     parse_raw,
     read_raw,
 )
-from loadlab.analysis.summary import analyse_profile
 
 DATA = Path(__file__).parent / "data"
 ROUTES = DATA / "target-app.routes.json"

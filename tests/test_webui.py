@@ -17,21 +17,11 @@ import pytest
 
 from loadlab.processes import LOOPBACK, ManagedProcess, free_port, wait_ready
 from tests.conftest import Server
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.live
 
 LOADTESTS = Path(__file__).resolve().parent.parent / "loadtests"
-CHROMIUM = os.environ.get("LOADLAB_CHROMIUM", "/usr/bin/chromium")  # Debian's package; CI may point elsewhere
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")

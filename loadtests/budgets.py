@@ -91,7 +91,7 @@ class Check:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class GateVerdict:
     """All checks of one run. ``valid`` is False when the load generator could not be trusted."""
 
     checks: tuple[Check, ...]
@@ -163,7 +163,7 @@ def evaluate(
     *,
     loop_lag_p99_ms: float | None,
     generator_cpu: float,
-) -> Verdict:
+) -> GateVerdict:
     """Turn the measurements of a run into checks against ``budgets``.
 
     ``loop_lag_p99_ms`` is ``None`` when the app's ``/debug/loop`` could not be read; a lag
@@ -188,4 +188,4 @@ def evaluate(
         checks.append(Check("event-loop lag p99", budgets.loop_lag_p99_ms, loop_lag_p99_ms, ok))
     cpu_ok = math.isfinite(generator_cpu) and generator_cpu <= budgets.max_generator_cpu
     checks.append(Check("load generator CPU", budgets.max_generator_cpu, generator_cpu, cpu_ok, unit="%"))
-    return Verdict(tuple(checks), valid=cpu_ok and total >= 1)
+    return GateVerdict(tuple(checks), valid=cpu_ok and total >= 1)
