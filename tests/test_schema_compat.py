@@ -1,0 +1,61 @@
+"""run.json keeps schema_version 1: runs recorded before the run data got its typed home (issue
+13) and before a run's health was judged (issue 12) still load, re-render, re-analyse to the same
+analysis, summarise and compare. The fixture is a real two-variant suite recorded at commit
+cf504c4 (`loadlab profile --variants blocking-sleep,async-sleep -u 6 -t 3`)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from loadlab.report import reanalyse, render, summary_text, write_comparison
+from loadlab.results import aggregated_row, endpoint_rows, load_run, load_users, loop_analysis
+
+FIXTURE = Path(__file__).parent / "data" / "runs" / "schema1-before-issue-13"
+VARIANTS = ("blocking-sleep", "async-sleep")
+
+
+@pytest.fixture
+def old_suite(tmp_path: Path) -> Path:
+    suite = tmp_path / "suite"
+    shutil.copytree(FIXTURE, suite)
+    for variant in VARIANTS:
+        packed = suite / variant / "profile.raw.txt.gz"
+        (suite / variant / "profile.raw.txt").write_bytes(gzip.decompress(packed.read_bytes()))
+        packed.unlink()
+    return suite
+
+
+def test_an_old_run_loads_with_its_documented_keys(old_suite: Path) -> None:
+    run = load_run(old_suite / "blocking-sleep")
+    assert run["schema_version"] == 1 and run["status"] == "complete"
+    total = aggregated_row(run)
+    assert total is not None and total["requests"] > 0
+    assert [r["name"] for r in endpoint_rows(run)] == ["/io/blocking-sleep"]
+    assert load_users(run) == 5
+    loop = loop_analysis(run)
+    assert loop is not None and loop["blockers"][0]["function"] == "blocking_sleep"
+    assert "health" not in run  # recorded before runs were judged; readers must not need it
+
+
+def test_an_old_suite_re_renders_summarises_and_compares(old_suite: Path, tmp_path: Path) -> None:
+    before = {v: load_run(old_suite / v)["analysis"] for v in VARIANTS}
+    reanalyse(old_suite)
+    for v in VARIANTS:
+        assert load_run(old_suite / v)["analysis"] == before[v]  # the same profile, the same analysis
+    render(old_suite)
+    for v in VARIANTS:
+        assert (old_suite / v / "report.html").stat().st_size > 0
+        verdicts = load_run(old_suite / v)["report"]["verdicts"]
+        assert verdicts and all(v_["level"] in ("problem", "warning", "ok") for v_ in verdicts)
+    blocking = load_run(old_suite / "blocking-sleep")["report"]["verdicts"]
+    assert "blocking_sleep" in blocking[0]["text"]
+    text = summary_text(old_suite)
+    assert "blocking-sleep" in text and "complete" in text
+    comparison = write_comparison([old_suite], tmp_path / "cmp")
+    rows = json.loads((comparison.parent / "comparison.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == list(VARIANTS)
