@@ -1,17 +1,21 @@
 """Self-contained HTML reports (they open offline from disk): one per run, one per comparison.
 
-Renderers only present: every figure comes from the stored run data and the analysis functions.
+Renderers only present: every figure comes from the stored run data and the analysis functions, and
+every table from :mod:`loadlab.render.sections` (shared with the Markdown report); what is HTML's
+own is the layout, the embedded charts and flame graphs, and the links.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from loadlab.render import charts
-from loadlab.render._format import comparison_cell
+from loadlab.render.sections import Section, Table, Verdicts, comparison_table, run_sections
 
 STYLE = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1240px;
@@ -53,101 +57,59 @@ def _svg(path: Path, alt: str) -> str:
     )
 
 
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>"
-        + "".join(f'<td class="n">{esc(c)}</td>' if isinstance(c, int | float) else f"<td>{esc(c)}</td>" for c in r)
-        + "</tr>"
-        for r in rows
-    )
+NUMBER = re.compile(r"-?\d[\d.,]*(%|×)?")  # a figure: aligned right
+
+
+def table(t: Table, links: Mapping[str, str] | None = None) -> str:
+    """The table's rows (or its ``empty`` sentence); figures align right. A first cell named in
+    ``links`` links there."""
+    if not t.rows and t.empty:
+        return f"<p>{esc(t.empty)}</p>"
+    links = links or {}
+
+    def cell(i: int, c: str) -> str:
+        if i == 0 and c in links:
+            return f'<td><a href="{esc(links[c])}">{esc(c)}</a></td>'
+        return f'<td class="n">{esc(c)}</td>' if NUMBER.fullmatch(c) else f"<td>{esc(c)}</td>"
+
+    head = "".join(f"<th>{esc(h)}</th>" for h in t.headers)
+    body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(r)) + "</tr>" for r in t.rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def verdict_html(verdicts: list[dict[str, str]]) -> str:
-    return "".join(f'<div class="v {esc(v["level"])}">{inline_code(v["text"])}</div>' for v in verdicts)
+def verdict_html(verdicts: Iterable[tuple[str, str]]) -> str:
+    """``(level, text)`` pairs as coloured boxes."""
+    return "".join(f'<div class="v {esc(level)}">{inline_code(text)}</div>' for level, text in verdicts)
 
 
-def _fmt(value: Any, spec: str = "{:.0f}") -> Any:
-    return "-" if value is None else spec.format(value) if isinstance(value, int | float) else value
+def section(s: Section, links: Mapping[str, str] | None = None) -> str:
+    """A section with its ``h2`` (its id the anchor)."""
+    head = f'<h2 id="{esc(s.id)}">{esc(s.title)}</h2>'
+    if isinstance(s, Verdicts):
+        return head + verdict_html(s.items)
+    note = f'<p class="small">{esc(s.note)}</p>' if s.note else ""
+    return f"{head}\n{note}{table(s, links)}"
 
 
 def run_report(run_dir: Path, run: dict[str, Any], report: dict[str, Any]) -> str:
     """The HTML of one run: verdicts first, then charts, theory, canary, stats and flame graphs."""
-    cfg = run.get("config", {})
-    title = run.get("variant") or cfg.get("app", "run")
+    r = run_sections(run, report)
+    verdicts, *tables = r.sections
     history = charts.locust_history(run_dir / "locust_stats_history.csv")
     series = run.get("timeseries", [])
     blockers = ((run.get("analysis") or {}).get("loop") or {}).get("blockers", [])
-    theory_rows = [
-        [
-            r["endpoint"],
-            r["model"],
-            _fmt(r["service_ms"], "{:.1f}"),
-            r["users"],
-            _fmt(r["predicted_rps"]),
-            _fmt(r["measured_rps"]),
-            _fmt(r["ratio"], "{:.0%}"),
-            r["limited_by"] or "",
-        ]
-        for r in report["theory"]
-    ]
-    canary = report.get("canary")
-    canary_html = (
-        table(
-            ["endpoint", "idle p50 ms", "under load p50 ms", "under load p99 ms", "p50 factor", "p99 factor"],
-            [
-                [
-                    canary["endpoint"],
-                    canary["idle_p50_ms"],
-                    canary["load_p50_ms"],
-                    canary["load_p99_ms"],
-                    f"{canary['p50_factor']:g}×",
-                    f"{canary['p99_factor']:g}×",
-                ]
-            ],
-        )
-        if canary
-        else "<p>No canary row in this run.</p>"
-    )
-    stats_rows = [
-        [
-            s["name"],
-            s["requests"],
-            s["failures"],
-            s["rps"],
-            _fmt(s["p50_ms"]),
-            _fmt(s["p95_ms"]),
-            _fmt(s["p99_ms"]),
-        ]
-        for s in run.get("stats", [])
-    ]
-    status = run.get("status", "?") + (f" — {run['reason']}" if run.get("reason") else "")
-    tags = f" -T {' '.join(cfg['tags'])}" if cfg.get("tags") else ""
-    profiler = f"py-spy {cfg.get('rate')} Hz" if cfg.get("profile") else "no profiler"
-    meta = (
-        f"{cfg.get('app')} · {cfg.get('locustfile')}{tags} · {cfg.get('users')} users · {cfg.get('duration')} s"
-        f" · {profiler} · status: {status} · {run.get('started_at', '')}"
-    )
-    theory_heads = ["endpoint", "model", "service ms", "users", "predicted req/s", "measured req/s"]
-    theory_heads += ["measured/predicted", "limited by"]
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>loadlab: {esc(title)}</title>
+    tables_html = "\n".join(section(t) for t in tables)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>loadlab: {esc(r.title)}</title>
 <style>{STYLE}</style></head><body>
-<h1>loadlab report: {esc(title)}</h1>
-<div class="meta">{esc(meta)}</div>
-<h2 id="verdicts">Verdicts</h2>{verdict_html(report["verdicts"])}
+<h1>loadlab report: {esc(r.title)}</h1>
+<div class="meta">{esc(r.meta)}</div>
+{section(verdicts)}
 <h2 id="charts">Over time</h2><div class="charts">
 {_img(charts.throughput_chart(history), "throughput and latency")}
 {_img(charts.loop_chart(series), "event-loop lag")}
 {_img(charts.threadpool_chart(series), "threadpool occupancy")}
 {_img(charts.blockers_chart(blockers), "loop blockers")}</div>
-<h2 id="theory">Theory vs measured</h2>
-<p class="small">Ceiling by Little's law for the model each endpoint followed (inferred from where its
-samples ran); service time = measured on the idle server after the load. See the README's "Reading the report".</p>
-{table(theory_heads, theory_rows)}
-<h2 id="canary">Collateral damage (canary)</h2>{canary_html}
-<h2 id="stats">Endpoints (Locust)</h2>
-{table(["name", "requests", "failures", "req/s", "p50 ms", "p95 ms", "p99 ms"], stats_rows)}
+{tables_html}
 <h2 id="flamegraphs">Flame graphs</h2>
 {_svg(run_dir / "flamegraph-loop.svg", "The event loop thread: red frames held it") or "<p>No profile.</p>"}
 {_svg(run_dir / "flamegraph.svg", "All threads, idle included, grouped by role")}
@@ -158,13 +120,6 @@ samples ran); service time = measured on the idle server after the load. See the
 
 
 def comparison_report(result: dict[str, Any], links: dict[str, str], findings: dict[str, list[dict[str, str]]]) -> str:
-    baseline = result["baseline"]
-    rows = []
-    for r in result["rows"]:
-        name = f'<a href="{esc(links[r["name"]])}">{esc(r["name"])}</a>' if r["name"] in links else esc(r["name"])
-        cells = [comparison_cell(r, k, baseline) for k in ("rps", "p95_ms", "canary_p95_ms")]
-        cells.append(comparison_cell(r, "loop_busy", baseline, "{:.0%}"))
-        rows.append(f"<tr><td>{name}</td><td class='n'>{r['runs']}</td>" + "".join(f"<td>{esc(c)}</td>" for c in cells))
     names = [r["name"] for r in result["rows"]]
     rps = [float((r["rps"] or {}).get("median") or 0) for r in result["rows"]]
     busy = [100.0 * float((r["loop_busy"] or {}).get("median") or 0) for r in result["rows"]]
@@ -176,17 +131,18 @@ def comparison_report(result: dict[str, Any], links: dict[str, str], findings: d
         f"{inline_code(r['sentence'])}</div>"
         for r in result["rows"]
     )
-    found = "".join(f"<h3>{esc(name)}</h3>{verdict_html(vs[:2])}" for name, vs in findings.items() if vs)
-    heads = ["run", "runs", "req/s", "p95 ms", "canary p95 ms", "loop busy"]
-    table_head = "<table><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr>"
+    found = "".join(
+        f"<h3>{esc(name)}</h3>{verdict_html((v['level'], v['text']) for v in vs[:2])}"
+        for name, vs in findings.items()
+        if vs
+    )
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>loadlab comparison</title>
 <style>{STYLE}</style></head><body>
 <h1>loadlab comparison</h1><div class="meta">Each run against the first ({esc(result["baseline"])}).
 "n.s." = inside the noise: ranges overlap, or under 10% apart with one run each.</div>
 {notes}<h2>In one sentence each</h2>{sentences}
 <h2>What each run found</h2>{found}
-<h2>Figures</h2>
-{table_head}{"".join(rows)}</table>
+{section(comparison_table(result), links)}
 <div class="charts">{_img(charts.comparison_chart(names, rps, "requests/s (endpoints, canary aside)"), "throughput")}
 {_img(charts.comparison_chart(names, busy, "% of event-loop samples busy (not parked)"), "loop busy")}</div>
 </body></html>"""

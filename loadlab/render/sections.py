@@ -1,0 +1,174 @@
+"""The reports as data: every table and list the HTML and Markdown reports share, defined once.
+
+The functions here turn a stored run (and the ``report`` dict :func:`loadlab.report.render_run`
+computes: verdicts, theory, canary) or a comparison into sections whose cells are finished
+strings; :mod:`loadlab.render.html` and :mod:`loadlab.render.markdown` only lay them out. A column
+added here shows in both reports. What only HTML can show (charts, flame graphs, links) stays there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from loadlab.render._format import comparison_cell
+from loadlab.results import stats_rows
+
+__all__ = ["Report", "Section", "Table", "Verdicts", "comparison_table", "run_sections"]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A titled table. ``id`` is its anchor in HTML; ``note`` a sentence printed above it;
+    ``empty``, when set, is said instead of a table with no rows."""
+
+    id: str
+    title: str
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    note: str = ""
+    empty: str = ""
+
+    def __post_init__(self) -> None:
+        for row in self.rows:
+            if len(row) != len(self.headers):
+                raise ValueError(f"table {self.id}: a row has {len(row)} cells for {len(self.headers)} headers")
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """The verdicts, most serious first: ``(level, text)`` with level ``problem``, ``warning`` or ``ok``;
+    text may hold `code` in backticks."""
+
+    id: str
+    title: str
+    items: tuple[tuple[str, str], ...]
+
+
+Section = Table | Verdicts
+
+
+@dataclass(frozen=True)
+class Report:
+    """One run's report: a title, a line on how it was run, and its sections in order."""
+
+    title: str
+    meta: str
+    sections: tuple[Section, ...]
+
+
+def fmt(value: Any, spec: str = "{}") -> str:
+    """A cell: ``-`` for a missing figure, else the value formatted with ``spec``."""
+    return "-" if value is None else spec.format(value)
+
+
+def _rows(items: Iterable[Any], cells: Callable[[Any], tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
+    return tuple(cells(i) for i in items)
+
+
+def _theory(report: dict[str, Any]) -> Table:
+    return Table(
+        "theory",
+        "Theory vs measured",
+        ("endpoint", "model", "service ms", "users", "predicted req/s", "measured req/s")
+        + ("measured/predicted", "limited by"),
+        _rows(
+            report["theory"],
+            lambda r: (
+                r["endpoint"],
+                r["model"],
+                fmt(r["service_ms"], "{:.1f}"),
+                fmt(r["users"]),
+                fmt(r["predicted_rps"], "{:.0f}"),
+                fmt(r["measured_rps"], "{:.0f}"),
+                fmt(r["ratio"], "{:.0%}"),
+                fmt(r["limited_by"]),
+            ),
+        ),
+        note="Ceiling by Little's law for the model each endpoint followed (inferred from where its samples ran);"
+        ' service time = measured on the idle server after the load. See the README\'s "Reading the report".',
+    )
+
+
+def _canary(report: dict[str, Any]) -> Table:
+    canary = report.get("canary")
+    return Table(
+        "canary",
+        "Collateral damage (canary)",
+        ("endpoint", "idle p50 ms", "under load p50 ms", "under load p99 ms", "p50 factor", "p99 factor"),
+        _rows(
+            [canary] if canary else [],
+            lambda c: (
+                c["endpoint"],
+                fmt(c["idle_p50_ms"]),
+                fmt(c["load_p50_ms"]),
+                fmt(c["load_p99_ms"]),
+                fmt(c["p50_factor"], "{:g}×"),
+                fmt(c["p99_factor"], "{:g}×"),
+            ),
+        ),
+        empty="No canary row in this run.",
+    )
+
+
+def _stats(run: dict[str, Any]) -> Table:
+    return Table(
+        "stats",
+        "Endpoints (Locust)",
+        ("name", "requests", "failures", "req/s", "p50 ms", "p95 ms", "p99 ms"),
+        _rows(
+            stats_rows(run),
+            lambda s: (
+                s["name"],
+                fmt(s["requests"]),
+                fmt(s["failures"]),
+                fmt(s["rps"]),
+                fmt(s["p50_ms"], "{:.0f}"),
+                fmt(s["p95_ms"], "{:.0f}"),
+                fmt(s["p99_ms"], "{:.0f}"),
+            ),
+        ),
+    )
+
+
+def _meta(run: dict[str, Any]) -> str:
+    cfg = run.get("config", {})
+    status = run.get("status", "?") + (f" — {run['reason']}" if run.get("reason") else "")
+    tags = f" -T {' '.join(cfg['tags'])}" if cfg.get("tags") else ""
+    profiler = f"py-spy {cfg.get('rate')} Hz" if cfg.get("profile") else "no profiler"
+    return (
+        f"{cfg.get('app')} · {cfg.get('locustfile')}{tags} · {cfg.get('users')} users · {cfg.get('duration')} s"
+        f" · {profiler} · status: {status} · {run.get('started_at', '')}"
+    )
+
+
+def run_sections(run: dict[str, Any], report: dict[str, Any]) -> Report:
+    """The report of one run: its verdicts, then the theory, canary and Locust tables."""
+    verdicts = tuple((v["level"], v["text"]) for v in report["verdicts"])
+    return Report(
+        title=run.get("variant") or run.get("config", {}).get("app", "run"),
+        meta=_meta(run),
+        sections=(Verdicts("verdicts", "Verdicts", verdicts), _theory(report), _canary(report), _stats(run)),
+    )
+
+
+def comparison_table(result: dict[str, Any]) -> Table:
+    """The figures of a comparison: one row per run (repeats merged), each against the baseline."""
+    base = result["baseline"]
+    return Table(
+        "figures",
+        "Figures",
+        ("run", "runs", "req/s", "p95 ms", "canary p95 ms", "loop busy"),
+        _rows(
+            result["rows"],
+            lambda r: (
+                r["name"],
+                fmt(r["runs"]),
+                comparison_cell(r, "rps", base),
+                comparison_cell(r, "p95_ms", base),
+                comparison_cell(r, "canary_p95_ms", base),
+                comparison_cell(r, "loop_busy", base, "{:.0%}"),
+            ),
+        ),
+    )
