@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import ctypes
 import gc
 import inspect
 import ipaddress
@@ -45,6 +46,8 @@ import anyio.to_thread
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from loadlab.analysis.stacks import enclosing_name
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -107,7 +110,7 @@ def application_frames(frame: FrameType | None) -> list[FrameInfo]:
         else:
             inside_callback = True
             if is_application_file(filename):
-                out.append(FrameInfo(frame.f_code.co_name, filename, frame.f_lineno))
+                out.append(FrameInfo(frame.f_code.co_qualname, filename, frame.f_lineno))
         frame = frame.f_back
     return out
 
@@ -240,6 +243,214 @@ def thread_cpu_ns(native_tid: int) -> int | None:
 
 # A stall whose loop thread was on a CPU for more than this share of it was computing.
 CPU_SHARE_FOR_CPU = 0.5
+
+
+class ThreadFiles:
+    """A thread's ``/proc`` files (``stat``, ``schedstat``, ``syscall``), kept open and read
+    without releasing the GIL.
+
+    Every file read in Python releases the GIL, and a loop thread that was computing Python grabs
+    it at once: read that way, it always looks like it is running. ``pread`` called through
+    ``ctypes.PyDLL`` keeps the GIL, so what the kernel reports is what the thread does while this
+    reader holds it."""
+
+    def __init__(self, native_tid: int) -> None:
+        self._fds = {name: os.open(f"/proc/self/task/{native_tid}/{name}", os.O_RDONLY) for name in _THREAD_FILES}
+        self._buf = ctypes.create_string_buffer(512)
+
+    def read(self, name: str) -> bytes:
+        n = _PREAD(self._fds[name], self._buf, len(self._buf), 0) if _PREAD else -1
+        if n < 0:
+            return os.pread(self._fds[name], len(self._buf), 0)
+        return bytes(self._buf.raw[:n])
+
+    def state(self) -> str:
+        """R running or runnable, S asleep, D in uninterruptible I/O, t stopped by a tracer, …"""
+        return self.read("stat").rsplit(b")", 1)[1].split()[0].decode()
+
+    def sched_ns(self) -> tuple[int, int]:
+        """Time on a CPU, and waiting on a run queue for one, in ns."""
+        fields = self.read("schedstat").split()
+        return int(fields[0]), int(fields[1])
+
+    def in_futex(self) -> bool:
+        """Sitting in a futex wait right now: a lock, a condition, or the GIL."""
+        first = self.read("syscall").split(maxsplit=1)[0]
+        return _FUTEX is not None and first.isdigit() and int(first) == _FUTEX
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+_THREAD_FILES = ("stat", "schedstat", "syscall")
+# The futex system call's number, where the GIL (and every lock) is waited for.
+_FUTEX = {"x86_64": 202, "aarch64": 98}.get(os.uname().machine)
+
+
+def _pread_keeping_the_gil() -> Any:
+    try:
+        fn = ctypes.PyDLL(None).pread
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_long]
+    fn.restype = ctypes.c_ssize_t
+    return fn
+
+
+_PREAD = _pread_keeping_the_gil()
+
+
+def _usleep_keeping_the_gil() -> Any:
+    try:
+        fn = ctypes.PyDLL(None).usleep
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_uint]
+    return fn
+
+
+_USLEEP = _usleep_keeping_the_gil()
+
+
+def enclosing_frame(frames: list[FrameInfo]) -> FrameInfo:
+    """The innermost application frame, named after the function that encloses it."""
+    frame = frames[0]
+    return FrameInfo(enclosing_name(frame.function), frame.file, frame.line)
+
+
+LOOP_SAMPLE_ENV = "LOADLAB_LOOP_SAMPLE_HZ"
+# Each sample looks at what the loop thread did over this window: long enough to read a CPU share
+# from the kernel's counters, short enough for blockers of 2 ms run back to back.
+SAMPLE_WINDOW_S = 0.002
+KINDS = ("cpu", "wait", "gil")
+RECHECK_S = 0.0003
+
+
+class LoopSampler:
+    """A daemon thread that samples the event-loop thread ``hz`` times a second, for what each
+    blocker *did*: the profile says where the loop was, this says how.
+
+    Each sample is ``cpu`` (computing, or runnable and waiting for a CPU: on a saturated machine
+    that is still computing), ``gil`` (waiting for the GIL that other threads of the process hold
+    while they compute) or ``wait`` (sleep, I/O, a lock), with the loop's innermost application
+    frame and the route it serves (see :meth:`sample` for how). ``cpu`` samples also say whether
+    the loop computed without the GIL — C code that releases it (``hashlib``, ``zlib``), where a
+    thread does add throughput. Counts are kept per function, line and route.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        loop_thread_id: int,
+        loop_native_tid: int,
+        hz: float,
+        route_for_task: Callable[[asyncio.Future[Any]], str | None] | None = None,
+    ) -> None:
+        self.loop = loop
+        self.loop_thread_id = loop_thread_id
+        self.loop_native_tid = loop_native_tid
+        self.interval_s = 1.0 / hz
+        self._route_for_task = route_for_task
+        # (function, file, line, route) -> counts of cpu, wait, gil, and cpu with the GIL free
+        self.counts: dict[tuple[str, str, int, str | None], list[int]] = {}
+        self.ticks = 0
+        self.outside_app = 0  # parked, or in the server's and framework's own code
+        self._files = ThreadFiles(loop_native_tid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loadlab-loop-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=1.0)
+        self._files.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(max(0.0, self.interval_s - SAMPLE_WINDOW_S)):
+            self.sample()
+
+    def sample(self) -> None:
+        """Take one sample (also callable directly, e.g. from a test).
+
+        The sampler sleeps for a short window, then, holding the GIL again, reads the loop
+        thread's state and frame at that instant, and its counters over the window before it.
+        Holding the GIL is what makes the state tell: a loop thread still running now runs C code
+        that released the GIL; one asleep outside a futex waits for I/O or a timer; one in a futex
+        waits for the GIL or a lock — for the GIL this sampler holds if it was computing all window
+        long (Python, or C that keeps the GIL), for a GIL other threads held if they computed, and
+        for a lock otherwise.
+        """
+        files = self._files
+        try:
+            before, process0, own0 = files.sched_ns(), time.process_time_ns(), time.thread_time_ns()
+            start = time.perf_counter()
+            time.sleep(SAMPLE_WINDOW_S)
+            wall = time.perf_counter() - start
+            after, process1, own1 = files.sched_ns(), time.process_time_ns(), time.thread_time_ns()
+            state = files.state()
+        except (OSError, ValueError, IndexError):
+            self._stop.set()  # the loop thread is gone
+            return
+        frames = application_frames(sys._current_frames().get(self.loop_thread_id))
+        self.ticks += 1
+        if not frames or state not in ("R", "S", "D"):
+            self.outside_app += 1  # parked, framework code, or stopped by a profiler this instant
+            return
+        gil_free = 0
+        if state == "R" and self._still_running():
+            kind, gil_free = "cpu", 1
+        elif state == "R":
+            kind = "cpu"  # it was handing the GIL over to this sampler: computing with the GIL
+        elif not files.in_futex():
+            kind = "wait"
+        else:
+            on_cpu_ns = after[0] - before[0]
+            busy = (on_cpu_ns + after[1] - before[1]) / 1e9 / wall
+            others = (process1 - process0 - on_cpu_ns - (own1 - own0)) / 1e9 / wall
+            kind = "cpu" if busy >= CPU_SHARE_FOR_CPU else "gil" if others >= CPU_SHARE_FOR_CPU else "wait"
+        frame = enclosing_frame(frames)
+        key = (frame.function, frame.file, frame.line, self._route())
+        counts = self.counts.setdefault(key, [0, 0, 0, 0])
+        counts[KINDS.index(kind)] += 1
+        counts[3] += gil_free
+
+    def _still_running(self) -> bool:
+        # A loop computing Python hands the GIL over when this sampler asks for it, and is still
+        # "R" for a moment on its way into the GIL's futex — longer on a busy machine, where it
+        # waits for a core to get there. One in C without the GIL keeps running. So look again a
+        # little later, after sleeping with the GIL held (``usleep`` through PyDLL), which frees
+        # this core for the loop to get where it is going.
+        if _USLEEP is not None:
+            _USLEEP(int(RECHECK_S * 1e6))
+        return self._files.state() == "R"
+
+    def _route(self) -> str | None:
+        if self._route_for_task is None:
+            return None
+        try:
+            task = asyncio.current_task(self.loop)
+        except RuntimeError:
+            return None
+        return self._route_for_task(task) if task is not None else None
+
+    def snapshot(self) -> dict[str, Any]:
+        samples = [
+            {"function": k[0], "file": k[1], "line": k[2], "route": k[3], "cpu": c[0], "wait": c[1], "gil": c[2],
+             "cpu_gil_free": c[3]}
+            for k, c in sorted(self.counts.items(), key=lambda kv: -sum(kv[1][:3]))
+        ]  # fmt: skip
+        return {
+            "hz": round(1.0 / self.interval_s, 1),
+            "window_ms": SAMPLE_WINDOW_S * 1000,
+            "ticks": self.ticks,
+            "outside_app": self.outside_app,
+            "samples": samples,
+        }
 
 
 class _GcTracker:
@@ -376,7 +587,7 @@ class StallWatchdog:
         cpu_share: float | None = None,
     ) -> None:
         frames, route = captured
-        culprit = frames[0] if frames else None
+        culprit = enclosing_frame(frames) if frames else None
         kind = "unknown" if cpu_share is None else ("cpu" if cpu_share > CPU_SHARE_FOR_CPU else "wait")
         stall = Stall(
             started_at=round(time.time() - (time.monotonic() - since), 3),
@@ -431,8 +642,10 @@ class _GaugeCollector(Collector):
 class Instrumentation:
     """Everything loadlab watches inside one server process. Start it on the event loop."""
 
-    def __init__(self, stall_ms: float = DEFAULT_STALL_MS) -> None:
+    def __init__(self, stall_ms: float = DEFAULT_STALL_MS, sample_hz: float = 0.0) -> None:
         self.stall_ms = stall_ms
+        self.sample_hz = sample_hz
+        self.sampler: LoopSampler | None = None
         self.probe = LoopLagProbe()
         self.threadpool = ThreadpoolGauge()
         self.inflight = InflightTracker()
@@ -482,10 +695,17 @@ class Instrumentation:
             on_stall=lambda s: self._stall_hist.observe(s.duration_ms / 1000),
         )
         self.watchdog.start()
+        if self.sample_hz > 0:
+            self.sampler = LoopSampler(
+                loop, threading.get_ident(), threading.get_native_id(), self.sample_hz, self._route_for_task
+            )
+            self.sampler.start()
 
     async def stop(self) -> None:
         if self.watchdog is not None:
             self.watchdog.stop()
+        if self.sampler is not None:
+            self.sampler.stop()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -570,6 +790,102 @@ def _walk_routes(routes: Any, prefix: str, out: dict[CodeType, str], depth: int)
             _walk_routes(sub, prefix + (path or ""), out, depth + 1)
 
 
+def _code_of(obj: Any) -> CodeType | None:
+    """The code object behind a function, a bound method or a callable instance, if any."""
+    target = inspect.unwrap(obj) if callable(obj) else obj
+    code = getattr(target, "__code__", None)
+    if code is None and not inspect.isroutine(target):
+        code = getattr(getattr(type(target), "__call__", None), "__code__", None)  # noqa: B004 - the method's code
+    return code if isinstance(code, CodeType) else None
+
+
+def _dependency_calls(dependant: Any, depth: int = 0) -> Iterator[Any]:
+    """Every callable a FastAPI route depends on, sub-dependencies included."""
+    if depth > 16:
+        return
+    for sub in getattr(dependant, "dependencies", None) or []:
+        call = getattr(sub, "call", None)
+        if call is not None:
+            yield call
+        yield from _dependency_calls(sub, depth + 1)
+
+
+def _middleware_codes(app: Any) -> list[CodeType]:
+    """The code a request runs through in the app's middleware: a pure ASGI middleware's
+    ``__call__``, a ``BaseHTTPMiddleware``'s ``dispatch`` (or the function given to
+    ``@app.middleware("http")``), and ASGI wrappers put around the app by hand."""
+    out: list[CodeType] = []
+    seen: set[int] = set()
+    node = app
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        for m in getattr(node, "user_middleware", None) or []:
+            cls, kwargs = getattr(m, "cls", None), getattr(m, "kwargs", None) or {}
+            dispatch = kwargs.get("dispatch") if isinstance(kwargs, dict) else None
+            target = dispatch or getattr(cls, "dispatch", None) or getattr(cls, "__call__", None)  # noqa: B004
+            code = getattr(target, "__code__", None)
+            if isinstance(code, CodeType):
+                out.append(code)
+        if getattr(node, "routes", None) is None and node is not app:
+            code = getattr(getattr(type(node), "__call__", None), "__code__", None)  # noqa: B004
+            if isinstance(code, CodeType):
+                out.append(code)
+        node = getattr(node, "app", None)
+    return list(dict.fromkeys(out))  # a wrapper that forwards attributes lists the same ones again
+
+
+def _describe(code: CodeType) -> dict[str, Any]:
+    return {"function": code.co_qualname, "file": code.co_filename, "line": code.co_firstlineno}
+
+
+def app_map(app: Any) -> dict[str, Any]:
+    """Where each piece of the app's code sits, for ``/debug/routes``: route endpoints, the
+    dependencies of each route (from FastAPI's dependency graph), and the middleware every
+    request passes. Only application code is listed; the harness maps profile frames with it."""
+    routes = [{"path": path, **_describe(code)} for code, path in _endpoint_codes(app).items()]
+    deps: dict[CodeType, set[str]] = {}
+    for route, path in _routes_with_paths(app):
+        for call in _dependency_calls(getattr(route, "dependant", None)):
+            code = _code_of(call)
+            if code is not None and is_application_file(code.co_filename):
+                deps.setdefault(code, set()).add(path)
+    return {
+        "routes": sorted(routes, key=lambda r: str(r["path"])),
+        "dependencies": sorted(
+            ({**_describe(c), "routes": sorted(paths)} for c, paths in deps.items()), key=lambda d: d["function"]
+        ),
+        "middleware": [_describe(c) for c in _middleware_codes(app) if is_application_file(c.co_filename)],
+    }
+
+
+def _routes_with_paths(app: Any) -> list[tuple[Any, str]]:
+    """Every route object with its full path (mounts and included routers walked)."""
+    seen: set[int] = set()
+    while app is not None and getattr(app, "routes", None) is None and id(app) not in seen:
+        seen.add(id(app))
+        app = getattr(app, "app", None)
+    out: list[tuple[Any, str]] = []
+
+    def walk(routes: Any, prefix: str, depth: int) -> None:
+        if depth > 8:
+            return
+        for route in routes:
+            path = getattr(route, "path", None)
+            if isinstance(path, str) and getattr(route, "dependant", None) is not None:
+                out.append((route, prefix + path))
+            candidates = getattr(route, "effective_candidates", None)
+            if callable(candidates):
+                candidates = candidates()
+            if candidates:
+                walk(candidates, prefix, depth + 1)
+            sub = getattr(route, "routes", None)
+            if sub and sub is not routes:
+                walk(sub, prefix + (path or ""), depth + 1)
+
+    walk(getattr(app, "routes", None) or [], "", 0)
+    return out
+
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DebugResponse = tuple[int, bytes, bytes]  # status, content type, body
 
@@ -625,13 +941,14 @@ class InstrumentedApp:
     def __init__(self, app: ASGIApp, stall_ms: float = DEFAULT_STALL_MS, prefix: str = "") -> None:
         self.app = app
         self.prefix = prefix.rstrip("/")
-        self.instrumentation = Instrumentation(stall_ms=stall_ms)
+        self.instrumentation = Instrumentation(stall_ms=stall_ms, sample_hz=loop_sample_hz())
         self.debug_allow = parse_debug_allow(os.environ.get(DEBUG_ALLOW_ENV))
         self._routes: dict[str, Callable[[Scope], DebugResponse]] = {
             f"{self.prefix}/metrics": self._metrics,
             f"{self.prefix}/debug/loop": self._debug_loop,
             f"{self.prefix}/debug/stalls": self._debug_stalls,
             f"{self.prefix}/debug/routes": self._debug_routes,
+            f"{self.prefix}/debug/samples": self._debug_samples,
         }
 
     def _metrics(self, scope: Scope) -> DebugResponse:
@@ -654,12 +971,13 @@ class InstrumentedApp:
         return _json(self.instrumentation.loop_snapshot(window_s))
 
     def _debug_routes(self, scope: Scope) -> DebugResponse:
-        # Lets a profile's frames be mapped back to route paths without importing the app.
-        routes = [
-            {"path": path, "function": code.co_name, "file": code.co_filename, "line": code.co_firstlineno}
-            for code, path in _endpoint_codes(self.app).items()
-        ]
-        return _json({"routes": sorted(routes, key=lambda r: str(r["path"]))})
+        # Lets a profile's frames be mapped back to routes, dependencies and middleware without
+        # importing the app.
+        return _json(app_map(self.app))
+
+    def _debug_samples(self, scope: Scope) -> DebugResponse:
+        sampler = self.instrumentation.sampler
+        return _json(sampler.snapshot() if sampler else {"hz": 0, "ticks": 0, "outside_app": 0, "samples": []})
 
     def _debug_stalls(self, scope: Scope) -> DebugResponse:
         watchdog = self.instrumentation.watchdog
@@ -713,6 +1031,18 @@ class InstrumentedApp:
             return message
 
         return wrapped
+
+
+def loop_sample_hz() -> float:
+    """``LOADLAB_LOOP_SAMPLE_HZ``: how often the loop sampler runs (0, the default: it does not)."""
+    raw = os.environ.get(LOOP_SAMPLE_ENV, "").strip()
+    try:
+        hz = float(raw) if raw else 0.0
+    except ValueError:
+        hz = math.nan
+    if not (math.isfinite(hz) and 0 <= hz <= 400):
+        raise ValueError(f"{LOOP_SAMPLE_ENV} must be a number of samples per second from 0 to 400; got {raw!r}")
+    return hz
 
 
 def _json(data: Any, status: int = 200) -> DebugResponse:

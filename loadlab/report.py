@@ -43,7 +43,9 @@ def reanalyse(run_dir: Path) -> None:
         profile = read_raw(raw)
         if not profile.total:
             raise StoredDataError(f"{raw} holds no samples: nothing to analyse; run.json was left as it was")
-        analysis = analyse_profile(profile, routes_file=d / "routes.json", stalls=data.get("stalls"))
+        analysis = analyse_profile(
+            profile, routes_file=d / "routes.json", stalls=data.get("stalls"), loop_samples=data.get("loop_samples")
+        )
         data["analysis"] = analysis
         write_json(d / RUN_JSON, data)
 

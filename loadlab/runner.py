@@ -27,6 +27,7 @@ from loadlab.analysis.attribution import analyse_profile
 from loadlab.analysis.health import STATUS_OF, assess, pyspy_warnings
 from loadlab.analysis.stacks import Profile, ProfileFormatError, read_raw
 from loadlab.config import ProfileConfig, is_loopback, loadlab_env, run_secrets
+from loadlab.instrument import LOOP_SAMPLE_ENV
 from loadlab.measure import ProcessMeter, canary_idle, live_stats, probe_service_times, wait_quiet
 from loadlab.processes import (
     LOCUST_OUTPUTS,
@@ -62,6 +63,8 @@ from loadlab.wrap import USER_APP_PREFIX
 # The stall watchdog's threshold while profiling: its own default, 100 ms, would miss a 20 ms
 # CPU call repeated back to back.
 PROFILE_STALL_MS = 25
+# The app's own loop sampler (waiting, computing or the GIL, per sample) runs beside py-spy.
+LOOP_SAMPLE_HZ = 100
 # Locust may run this much longer than --duration (start-up, its stop timeout) before it is
 # called stuck and stopped.
 LOCUST_GRACE_S = 60.0
@@ -225,9 +228,13 @@ def _drive_load(
         _poll_during_load(run, locust, target, client, cfg, progress)
         run.data["locust_exit_code"] = locust.poll()
         if target.debug_prefix is not None:
+            debug = f"{target.base}{target.debug_prefix}/debug"
             with contextlib.suppress(httpx.HTTPError, ValueError):
-                stalls = client.get(f"{target.base}{target.debug_prefix}/debug/stalls").json()["stalls"]
-                run.data["stalls"] = stalls
+                run.data["stalls"] = client.get(f"{debug}/stalls").json()["stalls"]
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                samples = client.get(f"{debug}/samples").json()
+                if samples.get("ticks"):
+                    run.data["loop_samples"] = samples
         wait_quiet(client, target.debug_url)
         run.data["service_probe"] = probe_service_times(client, target.base, run.dir / LOCUST_OUTPUTS)
 
@@ -323,6 +330,8 @@ def _start_server(
     server_argv, server_env = _server_command(cfg, port)
     env.update(server_env)
     env.setdefault("LOADLAB_STALL_MS", str(PROFILE_STALL_MS))
+    if cfg.profile:
+        env.setdefault(LOOP_SAMPLE_ENV, str(LOOP_SAMPLE_HZ))
     profiler = (
         pyspy_argv(run.dir / RAW_PROFILE, rate=cfg.rate, native=cfg.native, nonblocking=cfg.nonblocking)
         if cfg.profile
@@ -397,7 +406,12 @@ def _analyse(run: Run, raw_path: Path) -> Profile | None:
     except ProfileFormatError as exc:
         run.data["profile_error"] = str(exc)
         return None
-    run.data["analysis"] = analyse_profile(profile, routes_file=run.dir / "routes.json", stalls=run.data.get("stalls"))
+    run.data["analysis"] = analyse_profile(
+        profile,
+        routes_file=run.dir / "routes.json",
+        stalls=run.data.get("stalls"),
+        loop_samples=run.data.get("loop_samples"),
+    )
     return profile
 
 

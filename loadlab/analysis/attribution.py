@@ -3,12 +3,14 @@ busy the threadpool was. Pure functions: the same profile always gives the same 
 
 from __future__ import annotations
 
+import linecache
+import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadlab.analysis.places import AppMap, Place, load_app_map, place_of
 from loadlab.analysis.stacks import (
     Frame,
     Profile,
@@ -17,76 +19,49 @@ from loadlab.analysis.stacks import (
     Stack,
     ThreadKey,
     classify_sample,
+    enclosing_name,
     has_native_frames,
     innermost_app_frame,
     is_idle_sample,
+    is_library_file,
     is_loop_callback,
     is_selector_wait,
     is_startup,
 )
-from loadlab.results import StoredDataError, read_json
 
 TOP_BLOCKERS = 10
 
 
-@dataclass(frozen=True)
-class RouteInfo:
-    path: str
-    function: str
-    file: str
-
-
-def load_routes(path: Path | None) -> list[RouteInfo]:
-    """The app's routes as the instrumentation listed them (``routes.json``), if present."""
-    if path is None or not path.exists():
-        return []
-    data = read_json(path)
-    try:
-        return [RouteInfo(str(r["path"]), str(r["function"]), str(r["file"])) for r in data.get("routes", [])]
-    except (AttributeError, KeyError, TypeError):
-        raise StoredDataError(f'{path}: expected {{"routes": [{{"path", "function", "file"}}, …]}}') from None
-
-
-def _handler(frames: tuple[Frame, ...], routes: list[RouteInfo]) -> tuple[str | None, str | None]:
-    """The route endpoint a stack runs under, and its path; else the outermost app frame."""
-    by_code = {(r.function, r.file): r.path for r in routes}
-    outermost: str | None = None
-    for frame in frames:  # outermost first
-        path = by_code.get((frame.name.rsplit(".", 1)[-1], frame.file))
-        if path is not None:
-            return frame.name, path
-        if outermost is None and innermost_app_frame((frame,)) is not None:
-            outermost = frame.name
-    return outermost, None
-
-
-def loop_blockers(
-    stacks: Iterable[Stack], has_native: bool, routes: list[RouteInfo], loop_samples: int
-) -> list[dict[str, Any]]:
-    """Application functions the loop was running (not parked), largest share first."""
+def loop_blockers(stacks: Iterable[Stack], has_native: bool, app: AppMap, loop_samples: int) -> list[dict[str, Any]]:
+    """Application functions the loop was running (not parked), largest share first, each with
+    where it sits in the app (handler, dependency, middleware, background task, start-up) and the
+    routes it hits. A generator expression, lambda or nested function is its enclosing function."""
     counts: Counter[tuple[str, str]] = Counter()
     lines: dict[tuple[str, str], Counter[int]] = {}
     kinds: dict[tuple[str, str], Counter[str]] = {}
-    handlers: dict[tuple[str, str], Counter[tuple[str | None, str | None]]] = {}
+    places: dict[tuple[str, str], Counter[Place]] = {}
     for s in stacks:
         if not is_loop_callback(s.frames):
             continue
-        app = innermost_app_frame(s.frames)
-        key = (app.name, app.file) if app else ("(library or runtime code)", "")
+        app_frame = innermost_app_frame(s.frames)
+        key = (enclosing_name(app_frame.name), app_frame.file) if app_frame else ("(library or runtime code)", "")
         counts[key] += s.count
-        lines.setdefault(key, Counter())[app.line if app and app.line else 0] += s.count
+        lines.setdefault(key, Counter())[app_frame.line if app_frame and app_frame.line else 0] += s.count
         kinds.setdefault(key, Counter())[classify_sample(s.frames, has_native).value] += s.count
-        handlers.setdefault(key, Counter())[_handler(s.frames, routes) if app else (None, None)] += s.count
+        where = place_of(s.frames, app) if app_frame else Place("unknown", None, ())
+        places.setdefault(key, Counter())[where] += s.count
     out = []
     for key, n in counts.most_common(TOP_BLOCKERS):
-        handler, route = handlers[key].most_common(1)[0][0]
+        where = places[key].most_common(1)[0][0]
         out.append(
             {
                 "function": key[0],
                 "file": key[1] or None,
                 "line": lines[key].most_common(1)[0][0] or None,
-                "handler": handler,
-                "route": route,
+                "handler": where.function,
+                "route": where.routes[0] if len(where.routes) == 1 else None,
+                "place": where.place,
+                "routes": list(where.routes),
                 "share": round(n / loop_samples, 4) if loop_samples else 0.0,
                 "samples": n,
                 "kind": kinds[key].most_common(1)[0][0],
@@ -95,9 +70,43 @@ def loop_blockers(
     return out
 
 
+# The loop sampler's samples of a function needed before its kinds decide a blocker's.
+MIN_SAMPLER_SAMPLES = 2
+# cpu samples in which the loop computed without the GIL, for the call to count as GIL-free C.
+GIL_FREE_SHARE = 0.6
+
+
+def _kinds_from_samples(blockers: list[dict[str, Any]], samples: dict[str, Any] | None) -> None:
+    """Without native frames a py-spy sample cannot tell waiting from computing; the app's loop
+    sampler can (see ``instrument.LoopSampler``). Give each blocker its kinds, as shares, and the
+    share of its computing done without the GIL; a background task also gets the route that
+    queued it (the request the sampler saw it run for)."""
+    by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for sample in (samples or {}).get("samples", []):
+        by_key.setdefault((str(sample["function"]), str(sample["file"])), []).append(sample)
+    for blocker in blockers:
+        mine = by_key.get((blocker["function"], blocker["file"] or ""), [])
+        totals = {k: sum(int(m[k]) for m in mine) for k in ("cpu", "wait", "gil", "cpu_gil_free")}
+        n = totals["cpu"] + totals["wait"] + totals["gil"]
+        if n < MIN_SAMPLER_SAMPLES:
+            continue
+        blocker["kinds"] = {k: round(totals[k] / n, 3) for k in ("cpu", "wait", "gil")}
+        if totals["cpu"]:
+            blocker["gil_released"] = totals["cpu_gil_free"] / totals["cpu"] >= GIL_FREE_SHARE
+        if blocker["kind"] == SampleKind.UNKNOWN.value:
+            blocker["kind"] = max(("cpu", "wait", "gil"), key=lambda k: totals[k])
+            blocker["kind_from"] = "loop sampler"
+        if blocker.get("place") == "background" and not blocker.get("routes"):
+            routes = Counter(
+                {str(m["route"]): sum(int(m[k]) for k in ("cpu", "wait", "gil")) for m in mine if m["route"]}
+            )
+            blocker["routes"] = [r for r, _ in routes.most_common()]
+            blocker["route"] = blocker["routes"][0] if len(blocker["routes"]) == 1 else None
+
+
 def _kinds_from_stalls(blockers: list[dict[str, Any]], stalls: list[dict[str, Any]]) -> None:
-    """Without native frames a sample cannot tell waiting from computing; the app's stall
-    watchdog can (it read the loop thread's CPU time during each stall). Use its verdict."""
+    """Without native frames or the loop sampler, the stall watchdog's verdict (the loop thread's
+    CPU time during each stall it caught; a stall can span several blockers back to back)."""
     for blocker in blockers:
         if blocker["kind"] != SampleKind.UNKNOWN.value:
             continue
@@ -112,31 +121,40 @@ def _kinds_from_stalls(blockers: list[dict[str, Any]], stalls: list[dict[str, An
 
 
 def analyse_profile(
-    profile: Profile, routes_file: Path | None = None, stalls: list[dict[str, Any]] | None = None
+    profile: Profile,
+    routes_file: Path | None = None,
+    stalls: list[dict[str, Any]] | None = None,
+    loop_samples: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``analysis`` section of ``run.json``. ``stalls`` (the app's ``/debug/stalls``) fill in
-    waiting vs computing where the profile has no native frames."""
+    """The ``analysis`` section of ``run.json``. Where the profile has no native frames, the
+    app's loop sampler (``loop_samples``) and then its stall watchdog (``stalls``) say whether
+    each blocker waited or computed."""
     native = has_native_frames(profile)
-    routes = load_routes(routes_file)
+    app = load_app_map(routes_file)
     roles = process_roles(profile)
     # The loops that serve requests: a master's own loop (gunicorn runs a control loop) is not one.
     loop_keys = {
         k for k, t in profile.threads.items() if t.role is Role.EVENT_LOOP and roles[k.pid] in ("server", "worker")
     }
-    loop = _loop_section(profile, loop_keys, native, routes, stalls or [])
+    loop = _loop_section(profile, loop_keys, native, app, stalls or [], loop_samples)
     per_thread = max((t.samples for t in profile.threads.values()), default=0)
     worker_busy: Counter[str] = Counter()
     worker_locked: Counter[str] = Counter()
+    worker_lock_at: dict[str, Counter[tuple[str, int]]] = {}
     worker_routes: dict[str, Counter[str | None]] = {}
     workers = [t for t in profile.threads.values() if t.role is Role.ANYIO_WORKER]
     for s in profile.stacks:
         thread = profile.threads[s.thread]
         if thread.role is Role.ANYIO_WORKER and not _worker_waiting_for_work(s.frames, native, thread):
-            app = innermost_app_frame(s.frames)
-            name = app.name if app else "(library code)"
+            app_frame = innermost_app_frame(s.frames)
+            name = enclosing_name(app_frame.name) if app_frame else "(library code)"
             worker_busy[name] += s.count
-            worker_routes.setdefault(name, Counter())[_handler(s.frames, routes)[1]] += s.count
-            if _waits_on_lock_or_queue(s.frames):
+            where = place_of(s.frames, app)
+            worker_routes.setdefault(name, Counter())[where.routes[0] if len(where.routes) == 1 else None] += s.count
+            lock_at = entering_lock(s.frames)
+            if lock_at is not None:
+                worker_lock_at.setdefault(name, Counter())[lock_at] += s.count
+            if lock_at is not None or _waits_on_lock_or_queue(s.frames):
                 worker_locked[name] += s.count
     busy_workers = sum(worker_busy.values())
 
@@ -148,7 +166,7 @@ def analyse_profile(
             for t in sorted(profile.threads.values(), key=lambda t: (t.role.value, t.key.pid, t.key.tid))
         ],
         "loop": loop,
-        "processes": _processes(profile, roles, native, routes, stalls or []),
+        "processes": _processes(profile, roles, native, app, stalls or [], loop_samples),
         "threadpool": {
             "workers_seen": len(workers),
             "average_busy_workers": round(busy_workers / per_thread, 2) if per_thread else 0.0,
@@ -160,6 +178,10 @@ def analyse_profile(
                     # Share of this function's busy samples spent waiting for a lock or a queue:
                     # high when a resource pool, not the threads, is what requests queue for.
                     "lock_wait_share": round(worker_locked[f] / n, 3) if n else 0.0,
+                    # Where its threads waited to enter a lock (a `with lock:` waits in C, with no
+                    # frame of threading's), and the samples spent past it: the lock's hold time.
+                    "lock": _lock_site(worker_lock_at.get(f)),
+                    "held_samples": n - worker_locked[f],
                 }
                 for f, n in worker_busy.most_common(TOP_BLOCKERS)
             ],
@@ -171,8 +193,9 @@ def _loop_section(
     profile: Profile,
     loop_keys: set[ThreadKey],
     native: bool,
-    routes: list[RouteInfo],
+    app: AppMap,
     stalls: list[dict[str, Any]],
+    loop_samples: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Busy share, sample kinds and blockers of the given event-loop threads."""
     # Only samples taken while the loop ran count, and not the server's own start-up and
@@ -190,7 +213,8 @@ def _loop_section(
         kinds[classify_sample(s.frames, native).value] += s.count
     loop_total = sum(kinds.values())
     busy = loop_total - kinds[SampleKind.PARKED.value]
-    blockers = loop_blockers(loop_stacks, native, routes, loop_total)
+    blockers = loop_blockers(loop_stacks, native, app, loop_total)
+    _kinds_from_samples(blockers, loop_samples)
     _kinds_from_stalls(blockers, stalls)
     return {
         "threads": len(loop_keys),
@@ -229,7 +253,12 @@ def process_roles(profile: Profile) -> dict[int, str]:
 
 
 def _processes(
-    profile: Profile, roles: dict[int, str], native: bool, routes: list[RouteInfo], stalls: list[dict[str, Any]]
+    profile: Profile,
+    roles: dict[int, str],
+    native: bool,
+    app: AppMap,
+    stalls: list[dict[str, Any]],
+    loop_samples: dict[str, Any] | None,
 ) -> list[dict[str, Any]]:
     """One entry per profiled process, with loop figures for the ones that serve requests."""
     out = []
@@ -238,10 +267,36 @@ def _processes(
         entry: dict[str, Any] = {"pid": pid, "role": roles[pid], "threads": len(threads)}
         loops = {t.key for t in threads if t.role is Role.EVENT_LOOP}
         if loops and roles[pid] in ("server", "worker"):
-            section = _loop_section(profile, loops, native, routes, stalls)
+            section = _loop_section(profile, loops, native, app, stalls, loop_samples)
             entry.update(busy_share=section["busy_share"], blockers=section["blockers"][:3])
         out.append(entry)
     return out
+
+
+# A source line that waits to enter a lock or a pooled resource when a thread stops on it.
+_LOCK_LINE = re.compile(
+    r"^\s*(async\s+)?with\b[^#]*\b\w*(lock|mutex|semaphore|sem|pool|guard)\w*\b|\.acquire\(", re.IGNORECASE
+)
+
+
+def entering_lock(frames: tuple[Frame, ...]) -> tuple[str, int] | None:
+    """``(file, line)`` when the innermost Python frame is application code stopped on a line that
+    enters a lock (``with lock:``, ``lock.acquire()``): a ``with`` waits in C, so no frame of
+    ``threading`` shows it. Read from the app's source, as the profile names file and line."""
+    for frame in reversed(frames):
+        if frame.native:
+            continue
+        if is_library_file(frame.file) or not frame.line:
+            return None
+        return (frame.file, frame.line) if _LOCK_LINE.search(linecache.getline(frame.file, frame.line)) else None
+    return None
+
+
+def _lock_site(sites: Counter[tuple[str, int]] | None) -> dict[str, Any] | None:
+    if not sites:
+        return None
+    (file, line), _ = sites.most_common(1)[0]
+    return {"file": file, "line": line, "code": linecache.getline(file, line).strip()}
 
 
 def _waits_on_lock_or_queue(frames: tuple[Frame, ...]) -> bool:

@@ -295,6 +295,20 @@ def has_native_frames(profile: Profile) -> bool:
     return any(f.native for s in profile.stacks[:200] for f in s.frames)
 
 
+_ANONYMOUS = re.compile(r"\.<locals>\.<(genexpr|lambda|listcomp|dictcomp|setcomp)>$")
+
+
+def enclosing_name(qualname: str) -> str:
+    """A generator expression, a lambda or a comprehension counts as the function that encloses
+    it: ``export.<locals>.<genexpr>`` → ``export``. A nested function keeps its qualified name
+    (``create_app.<locals>.handler``); where it sits in the app is found from the frames around it."""
+    while True:
+        shorter = _ANONYMOUS.sub("", qualname)
+        if shorter == qualname:
+            return qualname
+        qualname = shorter
+
+
 def innermost_app_frame(frames: tuple[Frame, ...]) -> Frame | None:
     for frame in reversed(frames):
         if not frame.native and not is_library_file(frame.file):
