@@ -10,7 +10,7 @@ from loadlab.analysis.attribution import analyse_profile
 from loadlab.analysis.compare import compare, display_names
 from loadlab.analysis.stacks import Profile, read_raw
 from loadlab.analysis.theory import canary_damage, theory_table
-from loadlab.analysis.verdicts import BLOCKER_SHARE, verdicts
+from loadlab.analysis.verdicts import BLOCKER_SHARE, lock_ceilings, verdicts
 from loadlab.render import html, markdown
 from loadlab.render.flamegraph import render_flamegraph
 from loadlab.render.speedscope import to_speedscope
@@ -137,7 +137,12 @@ def render_run(run_dir: Path, profile: Profile | None = None) -> Path:
         profile = read_raw(raw)
     if profile is not None:
         write_flame_graphs(run_dir, run, profile)
-    report = {"verdicts": verdicts(run), "theory": theory_table(run), "canary": canary_damage(run)}
+    report = {
+        "verdicts": verdicts(run),
+        "theory": theory_table(run),
+        "canary": canary_damage(run),
+        "locks": lock_ceilings(run),
+    }
     (run_dir / "report.html").write_text(html.run_report(run_dir, run, report), encoding="utf-8")
     (run_dir / "report.md").write_text(markdown.run_report(run, report), encoding="utf-8")
     run["report"] = report

@@ -70,10 +70,17 @@ def loop_blockers(stacks: Iterable[Stack], has_native: bool, app: AppMap, loop_s
     return out
 
 
-# The loop sampler's samples of a function needed before its kinds decide a blocker's.
-MIN_SAMPLER_SAMPLES = 2
+# The loop sampler's samples of a function needed before its kinds decide a blocker's, and its
+# computing samples before they say whether it computed without the GIL.
+MIN_SAMPLER_SAMPLES = 5
 # cpu samples in which the loop computed without the GIL, for the call to count as GIL-free C.
 GIL_FREE_SHARE = 0.6
+
+
+# A function the loop sampler caught this share (or less) of the times py-spy's share predicts
+# kept the GIL all along: the sampler, Python itself, only ever got the GIL around it.
+RARELY_CAUGHT = 0.3
+MIN_EXPECTED_SAMPLES = 10
 
 
 def _kinds_from_samples(blockers: list[dict[str, Any]], samples: dict[str, Any] | None) -> None:
@@ -84,22 +91,35 @@ def _kinds_from_samples(blockers: list[dict[str, Any]], samples: dict[str, Any] 
     by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for sample in (samples or {}).get("samples", []):
         by_key.setdefault((str(sample["function"]), str(sample["file"])), []).append(sample)
+    ticks = int((samples or {}).get("ticks") or 0)
     for blocker in blockers:
-        mine = by_key.get((blocker["function"], blocker["file"] or ""), [])
+        if not blocker.get("file"):
+            continue
+        mine = by_key.get((blocker["function"], blocker["file"]), [])
         totals = {k: sum(int(m[k]) for m in mine) for k in ("cpu", "wait", "gil", "cpu_gil_free")}
         n = totals["cpu"] + totals["wait"] + totals["gil"]
+        expected = blocker["share"] * ticks
+        if expected >= MIN_EXPECTED_SAMPLES and n < RARELY_CAUGHT * expected:
+            # py-spy saw the loop here often; the sampler, which needs the GIL to look, hardly
+            # ever: the function kept the GIL while it ran (Python, or C such as json.dumps).
+            if blocker["kind"] == SampleKind.UNKNOWN.value:
+                blocker["kind"] = "cpu"
+                blocker["kind_from"] = "loop sampler: kept the GIL"
+            blocker["gil_released"] = False
+            continue
         if n < MIN_SAMPLER_SAMPLES:
             continue
         blocker["kinds"] = {k: round(totals[k] / n, 3) for k in ("cpu", "wait", "gil")}
-        if totals["cpu"]:
+        if totals["cpu"] >= MIN_SAMPLER_SAMPLES:
             blocker["gil_released"] = totals["cpu_gil_free"] / totals["cpu"] >= GIL_FREE_SHARE
         if blocker["kind"] == SampleKind.UNKNOWN.value:
             blocker["kind"] = max(("cpu", "wait", "gil"), key=lambda k: totals[k])
             blocker["kind_from"] = "loop sampler"
         if blocker.get("place") == "background" and not blocker.get("routes"):
-            routes = Counter(
-                {str(m["route"]): sum(int(m[k]) for k in ("cpu", "wait", "gil")) for m in mine if m["route"]}
-            )
+            routes: Counter[str] = Counter()
+            for m in mine:
+                if m["route"]:
+                    routes[str(m["route"])] += int(m["cpu"]) + int(m["wait"]) + int(m["gil"])
             blocker["routes"] = [r for r, _ in routes.most_common()]
             blocker["route"] = blocker["routes"][0] if len(blocker["routes"]) == 1 else None
 
@@ -216,6 +236,7 @@ def _loop_section(
     blockers = loop_blockers(loop_stacks, native, app, loop_total)
     _kinds_from_samples(blockers, loop_samples)
     _kinds_from_stalls(blockers, stalls)
+    ticks = int((loop_samples or {}).get("ticks") or 0)
     return {
         "threads": len(loop_keys),
         "samples": loop_total,
@@ -223,6 +244,8 @@ def _loop_section(
         "busy_share": round(busy / loop_total, 4) if loop_total else None,
         "kinds": {k: kinds.get(k, 0) for k in (m.value for m in SampleKind)},
         "blockers": blockers,
+        # The loop sampler's looks that found the loop waiting for a GIL other threads held.
+        "gil_wait_share": round(int(loop_samples["gil_ticks"]) / ticks, 3) if ticks and loop_samples else None,
     }
 
 

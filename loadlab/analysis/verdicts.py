@@ -14,6 +14,10 @@ BLOCKER_SHARE = 0.05
 SATURATED_SHARE = 0.2
 # A worker function waiting on a lock or queue this much is queueing for a resource pool.
 POOL_WAIT_SHARE = 0.5
+# Waiting to enter one lock this much of their busy time: worker threads are serialised by it.
+LOCK_WAIT_SHARE = 0.3
+# The loop sampler found the loop waiting for a GIL held by computing threads this often.
+GIL_STARVED_SHARE = 0.15
 
 
 @dataclass(frozen=True)
@@ -25,10 +29,74 @@ class Verdict:
         return {"level": self.level, "text": self.text}
 
 
+def _file_line(b: dict[str, Any]) -> str:
+    return f"{b['file'].rsplit('/', 2)[-2]}/{b['file'].rsplit('/', 1)[-1]}:{b['line']}" if b.get("file") else ""
+
+
+def _routes_text(routes: list[str]) -> str:
+    return ", ".join(routes[:4]) + (f" and {len(routes) - 4} more" if len(routes) > 4 else "")
+
+
 def _where(b: dict[str, Any]) -> str:
-    place = f"{b['file'].rsplit('/', 2)[-2]}/{b['file'].rsplit('/', 1)[-1]}:{b['line']}" if b.get("file") else ""
-    route = f", route {b['route']}" if b.get("route") else ""
-    return f" ({place}{route})" if place or route else ""
+    """Where a blocker sits: ``(in the dependency `verify_token` of /orders; shop.py:65)``."""
+    place, routes, handler = b.get("place"), b.get("routes") or [], b.get("handler")
+    called = f"`{handler}`" if handler and handler != b["function"] else ""
+    if place == "handler":
+        where = f"in the handler {called + ' ' if called else ''}of {_routes_text(routes)}"
+    elif place == "dependency":
+        where = f"in the dependency {called + ' ' if called else ''}of {_routes_text(routes)}"
+    elif place == "middleware":
+        where = f"in the middleware{' ' + called if called else ''}, on every route"
+    elif place == "background":
+        where = f"in a background task{' queued by ' + _routes_text(routes) if routes else ''}"
+    elif place == "startup":
+        where = "during start-up"
+    else:  # an older run (no place), or code outside the app's map
+        where = f"route {b['route']}" if b.get("route") else ""
+    parts = [p for p in (where, _file_line(b)) if p]
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _evidence(b: dict[str, Any]) -> str:
+    kinds = b.get("kinds")
+    if not kinds:
+        return ""
+    share = kinds.get(b["kind"], 0)
+    return f" [{share:.0%} of its samples: {b.get('kind_from', 'the profile')}]"
+
+
+def _advice(b: dict[str, Any], gain: str) -> str:
+    kind = b["kind"]
+    if kind == "wait" and b.get("place") in ("middleware", "startup"):
+        return (
+            "waiting (sleep, I/O or a lock), not computing: wrap the blocking call in "
+            f"`await run_in_threadpool(...)` or use an async library (a middleware cannot be `def`).{gain}"
+        )
+    if kind == "wait":
+        return (
+            "waiting (sleep, I/O or a lock), not computing: make it `def` (FastAPI runs it in the threadpool), "
+            f"wrap the call in `await run_in_threadpool(...)`, or use an async library.{gain}"
+        )
+    if kind == "cpu" and b.get("gil_released"):
+        return (
+            "computing in C code that releases the GIL (as `hashlib`, `zlib`, `sqlite3` do): "
+            "`await run_in_threadpool(...)` takes it off the loop, and threads do run it in parallel on "
+            "the cores, so the threadpool adds throughput too."
+        )
+    if kind == "cpu":
+        return (
+            "computing with the GIL held (Python code, or C that keeps the GIL such as `json.dumps`): move "
+            "the work to a process pool (`loop.run_in_executor(ProcessPoolExecutor(), ...)`) or more server "
+            "workers; a thread would free the loop's latency but add no throughput, the GIL lets one thread "
+            "compute at a time."
+        )
+    if kind == "gil":
+        return (
+            "waiting for the GIL, which worker threads held while they computed (see the threadpool): the "
+            "loop is starved by CPU work in `def` routes or `run_in_threadpool`; move that work to a process "
+            "pool."
+        )
+    return "whether it waited or computed is unknown (record with --native, or let the loop sampler see it)."
 
 
 def blocker_verdicts(run: dict[str, Any]) -> list[Verdict]:
@@ -52,42 +120,48 @@ def blocker_verdicts(run: dict[str, Any]) -> list[Verdict]:
                 f"(the loop was busy {share} of its samples in all).",
             )
         ]
-    out = []
     users = load_users(run)
     stats = {s["name"]: s for s in run.get("stats", [])}
+    out = []
     for b in blockers:
-        head = f"`{b['function']}`{_where(b)} blocked the event loop {b['share']:.0%} of the time"
+        head = f"`{b['function']}`{_where(b)} held the event loop {b['share']:.0%} of the time{_evidence(b)}"
+        gain = ""
         row = stats.get(b.get("route") or "")
-        service_s = service_time_s(run, row) if row else 0
-        if b["kind"] == "wait":
-            gain = ""
-            if service_s and row:
-                after = ceiling("threadpool", service_s, users, thread_tokens(run), 1, 1) or 0
+        # What offloading buys is a route's own figure only when nothing else holds the same loop;
+        # in a mix the other blockers still do (the queueing model of a mix is not built yet).
+        if b["kind"] == "wait" and len(blockers) == 1 and row:
+            service_s = service_time_s(run, row)
+            after = ceiling("threadpool", service_s, users, thread_tokens(run), 1, 1) or 0 if service_s else 0
+            if after:
                 gain = f" Offloaded, {users} users could reach ~{after:.0f} req/s instead of {row['rps']:.0f}."
-            out.append(
-                Verdict(
-                    "problem",
-                    f"{head}, waiting (sleep, I/O or a lock), not computing: make it `def`, "
-                    f"wrap the call in `await run_in_threadpool(...)`, or use an async library.{gain}",
-                )
-            )
-        elif b["kind"] == "cpu":
-            out.append(
-                Verdict(
-                    "problem",
-                    f"{head}, computing: move the work to a process pool "
-                    "(`loop.run_in_executor(ProcessPoolExecutor(), ...)`) or more server workers; "
-                    "a thread will not help, the GIL lets one thread compute at a time.",
-                )
-            )
-        else:
-            out.append(
-                Verdict(
-                    "problem",
-                    f"{head}; whether it waited or computed is unknown "
-                    "(record with --native, or let the stall watchdog see it).",
-                )
-            )
+        out.append(Verdict("problem", f"{head}: {_advice(b, gain)}"))
+    return out
+
+
+def lock_ceilings(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each lock that worker threads queued for, with the throughput it lets through at most: one
+    request holds it at a time, for the time its samples past the lock say (Little's law with
+    one server: ceiling = requests / time held)."""
+    analysis = run.get("analysis") or {}
+    rate = float((run.get("config") or {}).get("rate") or 100)
+    stats = {s["name"]: s for s in run.get("stats", [])}
+    out = []
+    for f in analysis.get("threadpool", {}).get("by_function", []):
+        lock, row = f.get("lock"), stats.get(f.get("route") or "")
+        if not lock or f["lock_wait_share"] < LOCK_WAIT_SHARE or not row or not f.get("held_samples"):
+            continue
+        held_s = f["held_samples"] / rate
+        out.append(
+            {
+                "function": f["function"],
+                "route": f["route"],
+                "lock": lock,
+                "lock_wait_share": f["lock_wait_share"],
+                "held_ms_per_request": round(held_s / max(1, row["requests"]) * 1000, 2),
+                "ceiling_rps": round(row["requests"] / held_s, 1),
+                "measured_rps": row["rps"],
+            }
+        )
     return out
 
 
@@ -107,7 +181,40 @@ def threadpool_verdicts(run: dict[str, Any]) -> list[Verdict]:
                 )
             )
     analysis = run.get("analysis") or {}
+    starved = ((analysis.get("loop") or {}).get("gil_wait_share")) or 0.0
+    computing = [
+        f
+        for f in analysis.get("threadpool", {}).get("by_function", [])
+        if f["average_busy_workers"] >= 0.3 and f["lock_wait_share"] < POOL_WAIT_SHARE and f.get("route")
+    ]
+    if starved >= GIL_STARVED_SHARE and computing:
+        f = computing[0]
+        route = f" ({f['route']})" if f.get("route") else ""
+        out.append(
+            Verdict(
+                "problem",
+                f"The event loop waited for the GIL in {starved:.0%} of the loop sampler's looks, held by worker "
+                f"threads computing in `{f['function']}`{route} (~{f['average_busy_workers']:.1f} threads busy): "
+                "CPU work in `def` routes or `run_in_threadpool` starves every request on the loop. Move it "
+                "to a process pool (`loop.run_in_executor(ProcessPoolExecutor(), ...)`).",
+            )
+        )
+    locks = {c["function"]: c for c in lock_ceilings(run)}
+    for c in locks.values():
+        site = f"{c['lock']['file'].rsplit('/', 1)[-1]}:{c['lock']['line']}"
+        out.append(
+            Verdict(
+                "problem",
+                f"Worker threads in `{c['function']}` ({c['route']}) waited {c['lock_wait_share']:.0%} of their busy "
+                f"time to enter the lock at {site} (`{c['lock']['code']}`): one request holds it for "
+                f"~{c['held_ms_per_request']:.0f} ms at a time, so {c['route']} cannot pass ~{c['ceiling_rps']:.0f} "
+                f"req/s however many threads wait (it reached {c['measured_rps']:.0f}). Hold the lock for less, "
+                "or give each request its own resource.",
+            )
+        )
     for f in analysis.get("threadpool", {}).get("by_function", []):
+        if f["function"] in locks:
+            continue
         if f["lock_wait_share"] >= POOL_WAIT_SHARE and f["average_busy_workers"] >= 1:
             out.append(
                 Verdict(
@@ -139,6 +246,19 @@ def canary_verdicts(run: dict[str, Any]) -> list[Verdict]:
 
 
 def theory_verdicts(run: dict[str, Any]) -> list[Verdict]:
+    loop = (run.get("analysis") or {}).get("loop") or {}
+    sharing = [b for b in loop.get("blockers", []) if b["share"] >= BLOCKER_SHARE and b.get("file")]
+    if len(sharing) >= 2:
+        # Per-endpoint Little's law assumes each route has the loop to itself; here they queue
+        # for it together, and a route's ceiling depends on what the others hold it for.
+        return [
+            Verdict(
+                "warning",
+                f"{len(sharing)} blockers share one event loop (busy {loop.get('busy_share') or 0:.0%} in all): "
+                "each route's ceiling depends on the others, so the per-endpoint theory below is no verdict "
+                "on any of them (a model of the whole mix is not built yet).",
+            )
+        ]
     out = []
     for row in theory_table(run):
         if row["limited_by"]:
