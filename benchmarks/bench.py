@@ -21,6 +21,7 @@ from typing import Any
 from benchmarks._items import ITEMS, Context, Row
 from benchmarks._measure import REPO, Pinning, QuietGate, wait_for_low_load, wrk_binary
 from benchmarks._render import markdown
+from loadlab.config import loadlab_env
 from loadlab.results import machine, versions
 
 SCHEMA_VERSION = 1
@@ -67,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(REPO)
     start = time.monotonic()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    command = "python -m benchmarks.bench" + (" " + shlex.join(argv if argv is not None else sys.argv[1:])).rstrip()
+    # The loadlab settings in the environment change what is measured (the loop sampler, say).
+    settings = " ".join(f"{k}={shlex.quote(v)}" for k, v in loadlab_env().items())
+    command = (settings + " " if settings else "") + "loadlab bench"
+    command += (" " + shlex.join(argv if argv is not None else sys.argv[1:])).rstrip()
     _progress(f"make bench {stamp}: items {args.items}, {args.repeats} repeats, {args.duration:g} s each")
     load = wait_for_low_load(0.8, min(args.wait_budget, 60.0))
     _progress(f"load average at start {load['loadavg_1m_at_start']} (waited {load['waited_s']} s)")

@@ -3,6 +3,7 @@ library. Bad input exits with code 2 and one line naming the flag."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -407,6 +408,8 @@ def ui(args: tuple[str, ...]) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(args: tuple[str, ...]) -> None:
     """Measure the harness itself: accuracy, overhead, headroom (~12 min; from a checkout)."""
+    if Path("benchmarks", "bench.py").is_file() and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # a console script's path starts at its own folder, not here
     try:
         from benchmarks.bench import main as bench_main
     except ImportError:

@@ -360,12 +360,21 @@ def enclosing_frame(frames: list[FrameInfo]) -> FrameInfo:
 
 
 LOOP_SAMPLE_ENV = "LOADLAB_LOOP_SAMPLE_HZ"
-# Each sample looks at what the loop thread did over this window: long enough to read a CPU share
-# from the kernel's counters, short enough for blockers of 2 ms run back to back.
-SAMPLE_WINDOW_S = 0.002
 KINDS = ("cpu", "wait", "gil")
 RECHECK_S = 0.0003
 GIL_STRUCT_BYTES = 256
+
+
+_Counters = tuple[float, int, int, int]  # wall clock, the process's CPU, the sampler's, the loop's
+
+
+def _others_computed(last: _Counters | None, now: _Counters) -> bool:
+    """Other threads of the process (not the loop, not the sampler) were on a CPU most of the
+    time between two looks."""
+    if last is None or now[0] - last[0] <= 0:
+        return False
+    others_ns = (now[1] - last[1]) - (now[2] - last[2]) - (now[3] - last[3])
+    return others_ns / 1e9 / (now[0] - last[0]) >= CPU_SHARE_FOR_CPU
 
 
 class LoopSampler:
@@ -405,6 +414,7 @@ class LoopSampler:
         self.gil_ticks = 0  # the loop waited for a GIL other threads held while they computed
         self._files = ThreadFiles(loop_native_tid)
         self.gil_futexes: frozenset[str] = frozenset()  # learnt when the sampler starts
+        self._last: _Counters | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="loadlab-loop-sampler", daemon=True)
 
@@ -419,35 +429,39 @@ class LoopSampler:
 
     def _run(self) -> None:
         self.gil_futexes = gil_futexes()
-        while not self._stop.wait(max(0.0, self.interval_s - SAMPLE_WINDOW_S)):
+        while not self._stop.wait(self.interval_s):
             self.sample()
 
     def sample(self) -> None:
         """Take one sample (also callable directly, e.g. from a test).
 
-        The sampler sleeps for a short window, then, holding the GIL again, reads the loop
-        thread's state and frame at that instant, and its counters over the window before it.
-        Holding the GIL is what makes the state tell: a loop thread still running now runs C code
-        that released the GIL; one asleep outside a futex waits for I/O or a timer; one in the
-        GIL's futex (its address learnt at start, :func:`gil_futexes`) waits for the GIL — taken
-        from it by this sampler while it ran Python, or held by other threads if they computed
-        over the window; one in another futex waits for a lock.
+        Each sample reads, holding the GIL, the loop thread's state and frame at that instant,
+        and its counters over the time since the last sample. Holding the GIL is what makes the
+        state tell: a loop thread still running now runs C code that released the GIL; one asleep
+        outside a futex waits for I/O or a timer; one in the GIL's futex (its address learnt at
+        start, :func:`gil_futexes`) waits for the GIL — taken from it by this sampler while it ran
+        Python, or held by other threads if they computed meanwhile; one in another futex waits
+        for a lock. One wake-up and one look per sample: each costs the loop a GIL hand-over.
         """
         files = self._files
         try:
-            before, process0, own0 = files.sched_ns(), time.process_time_ns(), time.thread_time_ns()
-            start = time.perf_counter()
-            time.sleep(SAMPLE_WINDOW_S)
-            wall = time.perf_counter() - start
-            after, process1, own1 = files.sched_ns(), time.process_time_ns(), time.thread_time_ns()
             state = files.state()
+            now = (time.perf_counter(), time.process_time_ns(), time.thread_time_ns(), files.sched_ns()[0])
         except (OSError, ValueError, IndexError):
             self._stop.set()  # the loop thread is gone
             return
+        last, self._last = self._last, now
         frames = application_frames(sys._current_frames().get(self.loop_thread_id))
         self.ticks += 1
         if state not in ("R", "S", "D"):
             self.outside_app += 1  # stopped by a profiler this instant
+            return
+        if not frames:
+            # Parked, or in the server's and framework's own code: only whether it was starved
+            # of the GIL counts (no second look, which would cost the loop time).
+            self.outside_app += 1
+            if state != "R" and self._starved_of_gil(last, now):
+                self.gil_ticks += 1
             return
         gil_free = 0
         if state == "R" and self._still_running():
@@ -455,28 +469,22 @@ class LoopSampler:
         elif state == "R":
             kind = "cpu"  # it was handing the GIL over to this sampler: computing with the GIL
         elif (futex := files.futex()) is None or (self.gil_futexes and not self._is_gil(futex)):
-            kind = "wait"  # a timer, I/O, or a lock (or parked, with no application frame)
+            kind = "wait"  # a timer, I/O, or a lock
         else:
             # Waiting for the GIL: the one this sampler took from it while it ran Python, or one
             # other threads held while they computed.
-            on_cpu_ns = after[0] - before[0]
-            others = (process1 - process0 - on_cpu_ns - (own1 - own0)) / 1e9 / wall
-            if self.gil_futexes:
-                kind = "gil" if others >= CPU_SHARE_FOR_CPU else "cpu"
-            else:  # the GIL's futex is unknown here: judge by the window
-                busy = (on_cpu_ns + after[1] - before[1]) / 1e9 / wall
-                kind = "cpu" if busy >= CPU_SHARE_FOR_CPU else "gil" if others >= CPU_SHARE_FOR_CPU else "wait"
+            kind = "gil" if _others_computed(last, now) else "cpu"
         if kind == "gil":
-            # Starved of the GIL wherever it was, framework code included: the whole loop's figure.
             self.gil_ticks += 1
-        if not frames:
-            self.outside_app += 1  # parked, or in the server's and framework's own code
-            return
         frame = enclosing_frame(frames)
         key = (frame.function, frame.file, frame.line, self._route())
         counts = self.counts.setdefault(key, [0, 0, 0, 0])
         counts[KINDS.index(kind)] += 1
         counts[3] += gil_free
+
+    def _starved_of_gil(self, last: _Counters | None, now: _Counters) -> bool:
+        futex = self._files.futex()
+        return futex is not None and bool(self.gil_futexes) and self._is_gil(futex) and _others_computed(last, now)
 
     def _is_gil(self, address: str) -> bool:
         # The GIL's mutex and condition variables sit together in one structure: a wait on any
@@ -515,7 +523,6 @@ class LoopSampler:
         ]  # fmt: skip
         return {
             "hz": round(1.0 / self.interval_s, 1),
-            "window_ms": SAMPLE_WINDOW_S * 1000,
             "ticks": self.ticks,
             "outside_app": self.outside_app,
             "gil_ticks": self.gil_ticks,
