@@ -4,6 +4,7 @@ io-blocking: 5 users on /io/blocking-sleep for 2 s; io-threadpool: the same on /
 Both recorded by `loadlab profile` (py-spy 0.4.3, --native, uvloop, Python 3.11).
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,29 @@ def test_library_files() -> None:
 def test_malformed_profiles_are_refused_with_the_line(text: str) -> None:
     with pytest.raises(ProfileFormatError, match=r"profile:1:"):
         parse_raw([text])
+
+
+def test_a_recorded_mixed_service_is_attributed_by_place_and_kind() -> None:
+    # tests/apps/shop.py under 12 users for 6 s (`loadlab profile --app shop:app`, default flags):
+    # its profile, its app map (routes.json) and its loop sampler's counts, as recorded.
+    samples = json.loads((DATA / "shop-mixed.loop_samples.json").read_text())
+    analysis = analyse_profile(
+        read_raw(DATA / "shop-mixed.raw.txt.gz"), routes_file=DATA / "shop-mixed.routes.json", loop_samples=samples
+    )
+    found = {b["function"]: b for b in analysis["loop"]["blockers"]}
+    expected = {
+        "RequestTimer.__call__": ("wait", "middleware", None),
+        "risk_score": ("cpu", "middleware", False),
+        "verify_token": ("cpu", "dependency", True),
+        "export_catalog": ("cpu", "handler", False),
+        "db_session": ("wait", "dependency", None),
+        "send_welcome_mail": ("wait", "background", None),
+    }
+    for function, (kind, place, gil_released) in expected.items():
+        b = found[function]
+        assert (b["kind"], b["place"]) == (kind, place), b
+        if gil_released is not None:
+            assert b["gil_released"] is gil_released, b
+    assert found["verify_token"]["routes"] == ["/orders"]
+    assert found["send_welcome_mail"]["routes"] == ["/signup"]
+    assert len(found["RequestTimer.__call__"]["routes"]) == 5

@@ -245,7 +245,7 @@ def _loop_section(
         "kinds": {k: kinds.get(k, 0) for k in (m.value for m in SampleKind)},
         "blockers": blockers,
         # The loop sampler's looks that found the loop waiting for a GIL other threads held.
-        "gil_wait_share": round(int(loop_samples["gil_ticks"]) / ticks, 3) if ticks and loop_samples else None,
+        "gil_wait_share": round(int(loop_samples.get("gil_ticks") or 0) / ticks, 3) if ticks and loop_samples else None,
     }
 
 
