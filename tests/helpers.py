@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -89,3 +90,13 @@ def assert_all_stopped(pids: dict[str, int | None]) -> None:
             continue
         alive = psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
         assert not alive, f"{role} (pid {pid}) is still running"
+
+
+def kill_mid_load(role: str, args: list[str], out: Path) -> tuple[int, str, dict[str, Any]]:
+    """Start ``loadlab profile ARGS --out OUT``, SIGKILL its ``role`` child (``server``,
+    ``profiler``) two seconds into the load, and return the exit code, stderr and run.json."""
+    proc = start([*args, "--out", str(out)])
+    data = wait_for(out, lambda d: d["phase"] == "load" and len(d["timeseries"]) >= 2)
+    os.kill(data["pids"][role], signal.SIGKILL)
+    stderr = finish(proc)
+    return proc.returncode, stderr, run_json(out)

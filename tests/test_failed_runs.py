@@ -21,7 +21,7 @@ import pytest
 
 from loadlab.analysis.health import assess, pyspy_warnings
 from loadlab.results import read_locust_stats
-from tests.helpers import REPO, assert_all_stopped, finish, loadlab, run_json, start, wait_for
+from tests.helpers import REPO, assert_all_stopped, finish, kill_mid_load, loadlab, run_json, start, wait_for
 
 APP = """
 import os
@@ -401,13 +401,10 @@ def test_the_servers_own_exit_code_is_reported_under_py_spy(tmp_path: Path) -> N
 
 
 def test_killing_py_spy_blames_py_spy_not_the_server(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    proc = start(["-T", "async-sleep", "-u", "3", "--duration", "60", "--out", str(out)])
-    data = wait_for(out, lambda d: d["phase"] == "load" and len(d["timeseries"]) >= 2)
-    os.kill(data["pids"]["profiler"], signal.SIGKILL)
-    stderr = finish(proc)
-    assert proc.returncode == 1, stderr
-    data = run_json(out)
+    code, stderr, data = kill_mid_load(
+        "profiler", ["-T", "async-sleep", "-u", "3", "--duration", "60"], tmp_path / "run"
+    )
+    assert code == 1, stderr
     assert data["status"] == "failed"
     assert data["reason"].startswith("py-spy exited (killed by SIGKILL)"), data["reason"]
     assert_all_stopped(data["pids"])

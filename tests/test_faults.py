@@ -4,7 +4,6 @@ bad input, and output that must never be lost or half-written. Every test is bou
 from __future__ import annotations
 
 import json
-import os
 import signal
 import textwrap
 import time
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, assert_all_stopped, finish, loadlab, run_json, start, wait_for
+from tests.helpers import REPO, assert_all_stopped, finish, kill_mid_load, loadlab, run_json, start, wait_for
 
 # An app that takes a while to import, so "waiting for readiness" lasts long enough to interrupt.
 SLOW_APP = """
@@ -62,12 +61,8 @@ def test_sigterm_while_stopping_or_rendering_still_leaves_nothing(tmp_path: Path
 
 def test_app_crash_under_load_fails_the_run_and_keeps_the_profile(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = start(["-T", "async-sleep", "--duration", "60", "--out", str(out)])
-    data = wait_for(out, lambda d: d["phase"] == "load" and len(d["timeseries"]) >= 2)
-    os.kill(data["pids"]["server"], signal.SIGKILL)
-    stderr = finish(proc)
-    assert proc.returncode == 1, stderr
-    data = run_json(out)
+    code, stderr, data = kill_mid_load("server", ["-T", "async-sleep", "--duration", "60"], out)
+    assert code == 1, stderr
     assert data["status"] == "failed"
     assert "the server exited" in data["reason"]
     assert_all_stopped(data["pids"])  # Locust, py-spy and the stub were stopped too
