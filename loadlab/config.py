@@ -47,6 +47,37 @@ BOUNDS: dict[str, tuple[float, float]] = {
 _APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
+def checkout_root() -> Path | None:
+    """The loadlab checkout that holds the demo (``target_app/``, ``loadtests/``): the one this
+    loadlab runs from (an editable install), else the current folder; None for an installed
+    loadlab used elsewhere (the wheel ships ``loadlab`` alone)."""
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (root / "target_app").is_dir() and (root / "loadtests").is_dir():
+            return root
+    return None
+
+
+def demo_path(*parts: str) -> Path:
+    """A path inside the checkout's demo, relative when the checkout is the current folder."""
+    path = (checkout_root() or Path.cwd()).joinpath(*parts)
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def with_checkout_on_path(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the checkout appended to ``PYTHONPATH``, so the demo app and its locustfiles
+    import from a child started anywhere. Appended: a project's own packages (the current folder,
+    its own PYTHONPATH) still come first."""
+    root = checkout_root()
+    if root is not None:
+        parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if str(root) not in parts:
+            env["PYTHONPATH"] = os.pathsep.join([*parts, str(root)])
+    return env
+
+
 class ConfigError(ValueError):
     """A setting cannot be used; the message is one line naming the flag and what it accepts."""
 
@@ -88,7 +119,7 @@ class ProfileConfig:
 
     @property
     def resolved_locustfile(self) -> Path:
-        return self.locustfile or Path("loadtests") / f"{self.scenario}_routes.py"
+        return self.locustfile or demo_path("loadtests", f"{self.scenario}_routes.py")
 
     @property
     def resolved_variants(self) -> tuple[str, ...]:
@@ -103,6 +134,11 @@ class ProfileConfig:
         """Return self if every field is usable; raise :class:`ConfigError` naming the first bad one."""
         if not _APP_SPEC.match(self.app):
             raise ConfigError(f"--app must be MODULE:ATTRIBUTE, like mypkg.main:app; got {self.app!r}")
+        if self.is_demo_app and not self.target_host and checkout_root() is None:
+            raise ConfigError(
+                "--app: the demo app (target_app) lives in a checkout of loadlab, not in an installed one; "
+                "run from the checkout, or pass --app MODULE:ATTR and --locustfile for your own app"
+            )
         if self.scenario not in SCENARIOS and self.locustfile is None:
             raise ConfigError(f"--scenario must be one of {', '.join(SCENARIOS)}; got {self.scenario!r}")
         if not self.resolved_locustfile.is_file():

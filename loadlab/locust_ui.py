@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from loadlab.config import DEMO_APP
+from loadlab.config import DEMO_APP, demo_path
 from loadlab.processes import (
     LOOPBACK,
     ManagedProcess,
@@ -42,7 +42,11 @@ from loadlab.processes import (
 )
 from loadlab.results import RunFolderError, new_run_dir
 
-LOADTESTS = Path(__file__).resolve().parent.parent / "loadtests"
+
+def _loadtests() -> Path:
+    return demo_path("loadtests")  # the demo's scenarios, in a checkout (not in an installed loadlab)
+
+
 DEFAULT_SCENARIO = "io"
 UPSTREAM_APP = "target_app.upstream:app"
 HEALTH_PATH = "/health"
@@ -68,7 +72,7 @@ class ChildError(RuntimeError):
 
 def scenarios() -> list[str]:
     """The scenario names: one per ``loadtests/<name>_routes.py``."""
-    return sorted(p.name.removesuffix("_routes.py") for p in LOADTESTS.glob("*_routes.py"))
+    return sorted(p.name.removesuffix("_routes.py") for p in _loadtests().glob("*_routes.py"))
 
 
 def locustfile_for(scenario: str) -> Path:
@@ -76,7 +80,7 @@ def locustfile_for(scenario: str) -> Path:
     as_path = Path(scenario)
     if as_path.suffix == ".py" and as_path.is_file():
         return as_path.resolve()
-    candidate = LOADTESTS / f"{scenario}_routes.py"
+    candidate = _loadtests() / f"{scenario}_routes.py"
     if not candidate.is_file():
         raise ScenarioError(f"no scenario {scenario!r}; choose one of {', '.join(scenarios())} or a locustfile path")
     return candidate

@@ -28,7 +28,7 @@ import httpx
 import psutil
 
 from loadlab._guard import TOKEN_VAR, carriers
-from loadlab.config import LOOPBACK
+from loadlab.config import LOOPBACK, with_checkout_on_path
 
 __all__ = ["LOOPBACK"]  # re-exported: processes and tests bind to it
 
@@ -150,7 +150,7 @@ class ManagedProcess:
     ) -> None:
         self.argv = list(argv)
         self.name = name
-        self.env = dict(os.environ if env is None else env)
+        self.env = with_checkout_on_path(dict(os.environ if env is None else env))
         self.cwd = cwd
         self._own_log = log_path is None
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])

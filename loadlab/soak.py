@@ -12,13 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loadlab.config import ProfileConfig
+from loadlab.config import ProfileConfig, demo_path
 from loadlab.progress import Progress
 from loadlab.results import new_run_dir, point_latest, write_json
 
 MAX_SLOPE_MB_PER_MIN = 1.0
 RISING_SHARE = 0.8  # of the minute-to-minute steps that went up
-SOAK_LOCUSTFILE = Path("loadtests") / "soak.py"
+SOAK_LOCUSTFILE = demo_path("loadtests", "soak.py")
 
 
 def per_minute(timeseries: list[dict[str, Any]], key: str) -> list[float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from loadlab.config import with_checkout_on_path
 from loadtests.budgets import BudgetError, Budgets, RowStats, evaluate, parse_endpoint_budgets
 from tests.conftest import Server
 
@@ -48,7 +50,9 @@ def run_locust(locustfile: Path, host: str, folder: Path, args: Sequence[str], t
     folder.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "locust", "-f", str(locustfile), "-H", host, "--headless", "--only-summary"]
     argv += ["--json-file", str(folder / "stats"), "--stop-timeout", "3", *args]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=folder)
+    # Run from its own folder; the locustfiles import the loadtests package from the checkout.
+    env = with_checkout_on_path(dict(os.environ))
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=folder, env=env)
     stats_path = folder / "stats.json"
     rows = {}
     if stats_path.is_file():
