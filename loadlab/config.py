@@ -203,6 +203,8 @@ def check_bind(host: str) -> None:
             f"--bind {host!r} is not an address or a host name this machine knows; try 127.0.0.1"
         ) from None
     family, _, _, _, address = infos[0]
+    if family != socket.AF_INET:
+        raise ConfigError(f"--bind {host}: only IPv4 addresses are supported; use 127.0.0.1 or 0.0.0.0")
     try:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.bind(address)
@@ -257,7 +259,7 @@ KNOWN_ENV = frozenset(
 def loadlab_env() -> dict[str, str]:
     """The ``LOADLAB_*`` settings of this process that loadlab defines: the only environment a run
     records, with secrets masked (a password in a URL, a variable named like a token)."""
-    return {k: redact_setting(k, v) for k, v in sorted(os.environ.items()) if k in KNOWN_ENV}
+    return {k: redact_setting(k, v, KNOWN_ENV) for k, v in sorted(os.environ.items()) if k in KNOWN_ENV}
 
 
 def run_secrets(config: ProfileConfig | None = None) -> list[str]:
@@ -266,4 +268,4 @@ def run_secrets(config: ProfileConfig | None = None) -> list[str]:
     settings: dict[str, object] = {k: v for k, v in os.environ.items() if k.startswith("LOADLAB_")}
     if config is not None and config.target_host:
         settings["--target-host"] = config.target_host
-    return secrets_of(settings)
+    return secrets_of(settings, KNOWN_ENV)

@@ -470,6 +470,9 @@ class LoopSampler:
             kind = "cpu"  # it was handing the GIL over to this sampler: computing with the GIL
         elif (futex := files.futex()) is None or (self.gil_futexes and not self._is_gil(futex)):
             kind = "wait"  # a timer, I/O, or a lock
+        elif not self.gil_futexes:
+            self.outside_app += 1  # the GIL's futex is unknown here: a lock and the GIL look alike
+            return
         else:
             # Waiting for the GIL: the one this sampler took from it while it ran Python, or one
             # other threads held while they computed.
@@ -772,11 +775,17 @@ class Instrumentation:
             on_stall=lambda s: self._stall_hist.observe(s.duration_ms / 1000),
         )
         self.watchdog.start()
-        if self.sample_hz > 0:
-            self.sampler = LoopSampler(
-                loop, threading.get_ident(), threading.get_native_id(), self.sample_hz, self._route_for_task
-            )
-            self.sampler.start()
+        if self.sample_hz > 0 and _FUTEX is not None:
+            try:
+                self.sampler = LoopSampler(
+                    loop, threading.get_ident(), threading.get_native_id(), self.sample_hz, self._route_for_task
+                )
+            except OSError:
+                # No per-thread /proc files here (a sandboxed kernel): the analysis falls back on
+                # the stall watchdog, and the app starts as it would have.
+                self.sampler = None
+            else:
+                self.sampler.start()
 
     async def stop(self) -> None:
         if self.watchdog is not None:
@@ -903,7 +912,8 @@ def _middleware_codes(app: Any) -> list[CodeType]:
             code = getattr(target, "__code__", None)
             if isinstance(code, CodeType):
                 out.append(code)
-        if getattr(node, "routes", None) is None and node is not app:
+        if getattr(node, "routes", None) is None and getattr(node, "app", None) is not None:
+            # A wrapper around the app (``app = Timer(FastAPI())``); loadlab's own is not app code.
             code = getattr(getattr(type(node), "__call__", None), "__code__", None)  # noqa: B004
             if isinstance(code, CodeType):
                 out.append(code)

@@ -19,8 +19,14 @@ from urllib.parse import quote, urlsplit, urlunsplit
 MASK = "***"
 # A variable named like this holds a secret whatever its value looks like.
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|PWD|API_?KEY|PRIVATE|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
-# Shorter values would be scrubbed out of unrelated text ("1", "on"); nobody's secret is that short.
-MIN_SECRET_LEN = 4
+# Shorter values would be scrubbed out of unrelated text ("pass" out of "passed"); a value that is
+# a number or a word like "true" is a setting, not a secret, whatever its variable is called.
+MIN_SECRET_LEN = 6
+_NOT_SECRET = re.compile(r"^([\d.]+|true|false|yes|no|on|off|none|null)$", re.IGNORECASE)
+# The files a run's children write, where a secret they were given can appear. loadlab's own
+# records (run.json, the reports) are redacted by their structure instead, and never scrubbed as
+# text: a replaced value there could be part of a number or a key.
+SCRUBBED_FILES = ("locust*", "*.log", "thresholds.json")
 # Files larger than this are left alone: py-spy's raw profile holds stacks, never settings.
 MAX_SCRUB_BYTES = 64 * 2**20
 
@@ -52,23 +58,26 @@ def url_secrets(url: str) -> list[str]:
     return []
 
 
-def redact_setting(name: str, value: str) -> str:
-    """A setting's value as it may be recorded: masked if its name says secret, URL passwords out."""
-    if SECRET_NAME.search(name) and value:
+def redact_setting(name: str, value: str, known: Iterable[str] = ()) -> str:
+    """A setting's value as it may be recorded: masked if its name says secret (unless it is one
+    of ``known``, loadlab's own), URL passwords out."""
+    if SECRET_NAME.search(name) and value and name not in set(known):
         return MASK
     return redact_url(value)
 
 
-def secrets_of(settings: Mapping[str, object]) -> list[str]:
-    """Every secret value among ``settings`` (names to values), longest first."""
+def secrets_of(settings: Mapping[str, object], known: Iterable[str] = ()) -> list[str]:
+    """Every secret value among ``settings`` (names to values), longest first. A name in ``known``
+    (a setting loadlab defines, such as ``LOADLAB_THREAD_TOKENS``) is not a secret by its name."""
+    known = set(known)
     found: set[str] = set()
     for name, value in settings.items():
         if not isinstance(value, str) or not value:
             continue
-        if SECRET_NAME.search(name):
+        if SECRET_NAME.search(name) and name not in known:
             found.add(value)
         found.update(url_secrets(value))
-    return sorted((s for s in found if len(s) >= MIN_SECRET_LEN), key=len, reverse=True)
+    return sorted((s for s in found if len(s) >= MIN_SECRET_LEN and not _NOT_SECRET.match(s)), key=len, reverse=True)
 
 
 def _spellings(secret: str) -> set[str]:
@@ -90,11 +99,13 @@ def scrub_text(text: str, secrets: Iterable[str]) -> str:
 
 
 def scrub_folder(folder: Path, secrets: list[str]) -> list[Path]:
-    """Replace every secret in the text files under ``folder``; return the files that held one."""
+    """Replace every secret in the files the run's children wrote under ``folder`` (Locust's
+    outputs, the logs); return the files that held one."""
     if not secrets:
         return []
     changed = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
+    candidates = {p for pattern in SCRUBBED_FILES for p in folder.rglob(pattern)}
+    for path in sorted(p for p in candidates if p.is_file() and not p.is_symlink()):
         try:
             if path.stat().st_size > MAX_SCRUB_BYTES:
                 continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -179,11 +180,11 @@ def _server_command(cfg: ProfileConfig, port: int) -> tuple[list[str], dict[str,
     the ``uvicorn-worker`` worker class, serving the app wrapped by loadlab unless told not to."""
     env: dict[str, str] = {}
     app, factory = cfg.app, cfg.factory
-    if not is_loopback(cfg.bind) and cfg.bind not in ("0.0.0.0", "::"):
+    if not is_loopback(cfg.bind) and cfg.bind != "0.0.0.0":
         # The harness then reaches the server at that address, and the debug routes answer only
-        # loopback and the networks LOADLAB_DEBUG_ALLOW names.
-        own = f"{cfg.bind}/{128 if ':' in cfg.bind else 32}"
-        env["LOADLAB_DEBUG_ALLOW"] = ",".join(filter(None, [os.environ.get("LOADLAB_DEBUG_ALLOW", ""), own]))
+        # loopback and the networks LOADLAB_DEBUG_ALLOW names (an address, not a host name).
+        own = [f"{a}/32" for a in sorted({i[4][0] for i in socket.getaddrinfo(cfg.bind, 0, socket.AF_INET)})]
+        env["LOADLAB_DEBUG_ALLOW"] = ",".join(filter(None, [os.environ.get("LOADLAB_DEBUG_ALLOW", ""), *own]))
     if cfg.instrument:
         env["LOADLAB_WRAP_APP"] = cfg.app
         env["LOADLAB_WRAP_FACTORY"] = "1" if cfg.factory else "0"
@@ -227,6 +228,9 @@ def _drive_load(
         run.data["pids"]["locust"] = locust.pid
         _poll_during_load(run, locust, target, client, cfg, progress)
         run.data["locust_exit_code"] = locust.poll()
+        if target.server is not None and (stopped := target.server.failure()) is not None:
+            # Died in the last second, or during Locust's stop timeout: still a crash under load.
+            raise RunFailed(f"{stopped} during the load test; last output:\n{target.server.tail()}")
         if target.debug_prefix is not None:
             debug = f"{target.base}{target.debug_prefix}/debug"
             with contextlib.suppress(httpx.HTTPError, ValueError):
@@ -326,7 +330,7 @@ def _start_server(
             run.data["pids"]["upstream"] = upstream.pid
             env["LOADLAB_UPSTREAM_URL"] = upstream_url
     port = free_port(cfg.bind)
-    base = f"http://{LOOPBACK if cfg.bind in ('0.0.0.0', '::') else cfg.bind}:{port}"
+    base = f"http://{LOOPBACK if cfg.bind == '0.0.0.0' else cfg.bind}:{port}"
     server_argv, server_env = _server_command(cfg, port)
     env.update(server_env)
     env.setdefault("LOADLAB_STALL_MS", str(PROFILE_STALL_MS))
@@ -459,6 +463,9 @@ def run_profile(cfg: ProfileConfig, progress: Progress) -> Path:
             suite["variants"].append(entry)
             try:
                 run_once(cfg.for_variant(variant), vdir, progress, variant=variant)
+            except (RunFailed, ProcessError) as exc:
+                # Its run.json says why; the other variants still run and are compared.
+                progress.note(f"{variant} failed: {str(exc).splitlines()[0]}")
             finally:
                 with contextlib.suppress(Exception):
                     entry.update(_variant_summary(vdir))

@@ -235,6 +235,7 @@ def _sample_a_thread(work: Any, n: int = 40) -> list[int]:
     finally:
         done.set()
         thread.join(5)
+        sampler.stop()  # closes its /proc files
     totals = [0, 0, 0, 0]
     for counts in sampler.counts.values():
         totals = [a + b for a, b in zip(totals, counts, strict=True)]

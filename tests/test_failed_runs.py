@@ -140,6 +140,34 @@ def test_a_tag_that_selects_no_task_fails_the_run(app_dir: Path) -> None:
     assert verdict.startswith("No request was made") and "nosuchtag" in verdict
 
 
+def test_a_tag_that_selects_only_the_canary_fails_the_run(tmp_path: Path) -> None:
+    # The demo's locustfiles keep their canary under any -T: it alone must not make a run.
+    out = tmp_path / "run"
+    result = loadlab("profile", "-T", "no-such-variant", "--no-profile", "-u", "3", "-t", "2", "--out", str(out))
+    assert result.returncode == 1, result.stderr
+    assert run_json(out)["status"] == "failed"
+    assert first_verdict(out).startswith("No request was made besides the canary's")
+
+
+def test_secret_names_and_values_are_told_from_settings(tmp_path: Path) -> None:
+    from loadlab.config import KNOWN_ENV
+    from loadlab.redact import scrub_folder, secrets_of
+
+    settings = {
+        "LOADLAB_THREAD_TOKENS": "1000",  # loadlab's own setting, not a token
+        "LOADLAB_AUTH_ENABLED": "true",  # a word, not a secret
+        "LOADLAB_API_TOKEN": "s3cr3t-t0ken",
+        "LOADLAB_UPSTREAM_URL": "http://svc:pa55word-x@127.0.0.1:9/",
+    }
+    assert secrets_of(settings, KNOWN_ENV) == ["s3cr3t-t0ken", "pa55word-x"]
+    (tmp_path / "run.json").write_text('{"requests": 21000, "passed": true}')
+    (tmp_path / "locust.html").write_text("host s3cr3t-t0ken and &quot;s3cr3t-t0ken&quot;")
+    changed = scrub_folder(tmp_path, secrets_of(settings, KNOWN_ENV))
+    assert [p.name for p in changed] == ["locust.html"]
+    assert (tmp_path / "run.json").read_text() == '{"requests": 21000, "passed": true}'
+    assert "s3cr3t" not in (tmp_path / "locust.html").read_text()
+
+
 def test_an_on_start_that_raises_fails_the_run_with_its_message(app_dir: Path) -> None:
     result, out = profile(app_dir, locustfile="raising_locustfile.py")
     assert result.returncode == 1, result.stderr

@@ -52,7 +52,7 @@ def loop_blockers(stacks: Iterable[Stack], has_native: bool, app: AppMap, loop_s
         places.setdefault(key, Counter())[where] += s.count
     out = []
     for key, n in counts.most_common(TOP_BLOCKERS):
-        where = places[key].most_common(1)[0][0]
+        where = _merged_place(places[key])
         out.append(
             {
                 "function": key[0],
@@ -68,6 +68,19 @@ def loop_blockers(stacks: Iterable[Stack], has_native: bool, app: AppMap, loop_s
             }
         )
     return out
+
+
+def _merged_place(seen: Counter[Place]) -> Place:
+    """The place a function was found in most, with every route it hit there: a helper shared by
+    two handlers blocks both routes."""
+    kind = Counter({p.place: 0 for p in seen})
+    for p, n in seen.items():
+        kind[p.place] += n
+    place = kind.most_common(1)[0][0]
+    same = {p: n for p, n in seen.items() if p.place == place}
+    function = max(same, key=lambda p: same[p]).function
+    routes = sorted({r for p in same for r in p.routes})
+    return Place(place, function, tuple(routes))
 
 
 # The loop sampler's samples of a function needed before its kinds decide a blocker's, and its

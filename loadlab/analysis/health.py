@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from loadlab.results import aggregated_row
+from loadlab.results import aggregated_row, endpoint_rows
 
 DEFAULT_FAIL_RATIO = 0.01
 STATUS_OF = {"ok": "complete", "doubtful": "doubtful", "failed": "failed"}
@@ -65,17 +65,33 @@ def _no_request_reason(run: dict[str, Any]) -> str:
     return said or " (see locust.log)"
 
 
+def _load_counts(run: dict[str, Any]) -> tuple[int, int, bool]:
+    """Requests and failures of the endpoints under load — the canary's, which keep coming when
+    every other task fails or was never selected, aside — and whether only the canary ran.
+
+    A locustfile whose one endpoint is ``/health`` loads it on purpose: then it is the endpoint.
+    """
+    rows = endpoint_rows(run)
+    if rows:
+        return sum(int(r["requests"]) for r in rows), sum(int(r["failures"]) for r in rows), False
+    total = aggregated_row(run)
+    if total and total["requests"] and run.get("locust_exceptions"):
+        return 0, 0, True  # the canary alone ran: the locustfile's own users never started
+    return (int(total["requests"]), int(total["failures"]), False) if total else (0, 0, False)
+
+
 def assess(run: dict[str, Any]) -> dict[str, Any]:
     """``{"verdict": "ok" | "doubtful" | "failed", "problems": [{"level", "text"}]}``, the worst
     problem first. Reads only what the run recorded."""
     problems: list[dict[str, str]] = []
     config = run.get("config") or {}
     budget = float(config.get("fail_ratio", DEFAULT_FAIL_RATIO))
-    agg = aggregated_row(run)
-    requests = int(agg["requests"]) if agg else 0
-    failed = int(agg["failures"]) if agg else 0
+    requests, failed, canary_only = _load_counts(run)
     if requests == 0:
-        problems.append({"level": "failed", "text": f"No request was made{_no_request_reason(run)}."})
+        besides = " besides the canary's" if canary_only else ""
+        why = _no_request_reason(run)
+        text = f"No request was made{besides}{why}" + ("" if why.endswith("?") else ".")
+        problems.append({"level": "failed", "text": text})
     elif failed >= requests:
         problems.append(
             {
@@ -100,6 +116,19 @@ def assess(run: dict[str, Any]) -> dict[str, Any]:
                 "level": "doubtful",
                 "text": f"The locustfile's own code raised {count:,} times ({exceptions[0]['message']}): "
                 "some users did not run as written.",
+            }
+        )
+    thresholds = run.get("thresholds") or {}
+    if requests and thresholds.get("valid") is False:
+        cpu = next((c for c in thresholds.get("checks", []) if c.get("name") == "load generator CPU"), None)
+        figure = (
+            f" (Locust at {cpu['measured']:.0f}% CPU)" if cpu and isinstance(cpu.get("measured"), int | float) else ""
+        )
+        problems.append(
+            {
+                "level": "doubtful",
+                "text": f"The load generator was overloaded{figure}: the figures measure Locust as much as the "
+                "app; run Locust with more processes (--locust-processes) or on cores of its own.",
             }
         )
     warnings = run.get("profiler_warnings") or []
