@@ -3,6 +3,7 @@ validated once, up front, with an error that names what to change."""
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import re
@@ -114,8 +115,17 @@ class ProfileConfig:
     fail_ratio: float = 0.01  # failed/total requests above this make a run "doubtful"
 
     @property
+    def names_demo_package(self) -> bool:
+        return self.app.split(":", 1)[0].split(".")[0] == DEMO_APP.split(".")[0]
+
+    @property
     def is_demo_app(self) -> bool:
-        return self.app.split(":", 1)[0].startswith("target_app")
+        """The app is the demo: ``target_app`` of a loadlab checkout, as the server imports it (the
+        current folder first), not a project's own package of that name (tests/test_packaging.py)."""
+        root = checkout_root()
+        if not self.names_demo_package or root is None or not (root / "loadlab").is_dir():
+            return False  # no checkout, or a project with target_app/ and loadtests/ of its own
+        return Path.cwd().resolve() == root.resolve() or not Path("target_app").exists()
 
     @property
     def resolved_locustfile(self) -> Path:
@@ -134,11 +144,15 @@ class ProfileConfig:
         """Return self if every field is usable; raise :class:`ConfigError` naming the first bad one."""
         if not _APP_SPEC.match(self.app):
             raise ConfigError(f"--app must be MODULE:ATTRIBUTE, like mypkg.main:app; got {self.app!r}")
-        if self.is_demo_app and not self.target_host and checkout_root() is None:
-            raise ConfigError(
-                "--app: the demo app (target_app) lives in a checkout of loadlab, not in an installed one; "
-                "run from the checkout, or pass --app MODULE:ATTR and --locustfile for your own app"
-            )
+        if self.names_demo_package and not self.is_demo_app and not self.target_host:
+            # The demo asked for (the defaults) or a target_app the server cannot import: the demo is
+            # not in an installed loadlab. A project's own target_app, with its locustfile, is its app.
+            asks_for_demo = self.app == DEMO_APP and self.locustfile is None
+            if asks_for_demo or not (Path("target_app").exists() or importlib.util.find_spec("target_app")):
+                raise ConfigError(
+                    "--app: the demo app (target_app) is only in a checkout of loadlab; run from the checkout, "
+                    "or pass --app MODULE:ATTR and --locustfile for your own app"
+                )
         if self.scenario not in SCENARIOS and self.locustfile is None:
             raise ConfigError(f"--scenario must be one of {', '.join(SCENARIOS)}; got {self.scenario!r}")
         if not self.resolved_locustfile.is_file():

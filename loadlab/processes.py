@@ -238,18 +238,18 @@ class ManagedProcess:
         self.kill_escaped()
         return self.returncode
 
-    def escaped(self) -> list[psutil.Process]:
+    def escaped(self, exclude: frozenset[int] = frozenset()) -> list[psutil.Process]:
         """Processes that carry this child's token but are no descendant seen so far: detached
         with ``setsid`` or a double fork, or orphaned before they were seen."""
         out = []
-        for pid in carriers({self.token}, {os.getpid()}):
+        for pid in carriers({self.token}, {os.getpid(), *exclude}):
             with contextlib.suppress(psutil.Error):
                 out.append(psutil.Process(pid))
         return out
 
-    def kill_escaped(self) -> None:
+    def kill_escaped(self, exclude: frozenset[int] = frozenset()) -> None:
         """SIGTERM, then SIGKILL after a short grace, whatever of this tree is still running."""
-        rest = self.escaped()
+        rest = self.escaped(exclude)
         for proc in rest:
             with contextlib.suppress(psutil.Error):
                 proc.terminate()
@@ -540,16 +540,19 @@ class ProfiledServer:
                         master.send_signal(sig)
                     if _wait_gone([master], timeout) == []:
                         break
-            # Whatever the master left (orphans of a crashed master, a stuck worker) would keep
-            # py-spy sampling: give it a moment to exit by itself, then end it and record it, so
+            # Whatever the master left would keep py-spy sampling: orphans of a crashed master, a
+            # stuck worker, and ones that left the tree but that py-spy still follows (a double
+            # fork it saw as a child; found by the tree's token, py-spy itself spared). Give them
+            # a moment to exit by themselves, then SIGTERM, then SIGKILL, and record them, so
             # py-spy writes its profile and exits.
             with contextlib.suppress(psutil.Error):
-                rest = [p for p in self.process.descendants() if p.pid != (master.pid if master else None)]
-                for proc in _wait_gone(rest, 3.0):
+                spared = {self.process.pid, master.pid if master else -1}
+                rest = [p for p in self.process.descendants() if p.pid not in spared]
+                rest += [p for p in self.process.escaped(frozenset(spared)) if p.pid not in {r.pid for r in rest}]
+                for proc in _wait_gone(rest, LEFTOVER_GRACE_S):
                     with contextlib.suppress(psutil.Error):
                         proc.terminate()
                         self.process.leftovers.append(proc.pid)
-                # One that ignores SIGTERM gets SIGKILL after a short grace: py-spy waits for it.
                 for proc in _wait_gone(rest, LEFTOVER_GRACE_S):
                     with contextlib.suppress(psutil.Error):
                         proc.kill()
