@@ -61,7 +61,7 @@ def test_sigterm_while_stopping_or_rendering_still_leaves_nothing(tmp_path: Path
 
 def test_app_crash_under_load_fails_the_run_and_keeps_the_profile(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    code, stderr, data = kill_mid_load("server", ["-T", "async-sleep", "--duration", "60"], out)
+    code, stderr, data = kill_mid_load("server", ["-T", "async-sleep", "--duration", "30"], out)
     assert code == 1, stderr
     assert data["status"] == "failed"
     assert "the server exited" in data["reason"]
