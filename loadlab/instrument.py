@@ -846,34 +846,44 @@ def _endpoint_codes(app: Any) -> dict[CodeType, str]:
     """Map each route endpoint's code object to its path, for apps with Starlette-style routes.
 
     The watchdog uses it when the blocked task is not the request's own task, and the harness
-    (``/debug/routes``) to map profile frames to routes without importing the app. Routers are
-    walked by duck typing: plain routes, mounts, and FastAPI's included-router wrappers.
+    (``/debug/routes``) to map profile frames to routes without importing the app.
     """
+    out: dict[CodeType, str] = {}
+    for route, path in _routes_with_paths(app):
+        code = getattr(inspect.unwrap(getattr(route, "endpoint", None) or (lambda: None)), "__code__", None)
+        if isinstance(code, CodeType) and code.co_name != "<lambda>":
+            out.setdefault(code, path)
+    return out
+
+
+def _routes_with_paths(app: Any) -> list[tuple[Any, str]]:
+    """Every route object with its full path, for apps with Starlette-style routes. Routers are
+    walked by duck typing: plain routes, mounts, and FastAPI's included-router wrappers; the
+    middleware around the app is unwrapped first."""
     seen: set[int] = set()
     while app is not None and getattr(app, "routes", None) is None and id(app) not in seen:
         seen.add(id(app))
         app = getattr(app, "app", None)  # unwrap middleware
-    out: dict[CodeType, str] = {}
-    _walk_routes(getattr(app, "routes", None) or [], "", out, depth=0)
+    out: list[tuple[Any, str]] = []
+
+    def walk(routes: Any, prefix: str, depth: int) -> None:
+        if depth > 8:
+            return
+        for route in routes:
+            path = getattr(route, "path", None)
+            if isinstance(path, str):
+                out.append((route, prefix + path))
+            candidates = getattr(route, "effective_candidates", None)  # FastAPI >= 0.16x include_router
+            if callable(candidates):
+                candidates = candidates()
+            if candidates:
+                walk(candidates, prefix, depth + 1)
+            sub = getattr(route, "routes", None)  # Mount, Router
+            if sub and sub is not routes:
+                walk(sub, prefix + (path or ""), depth + 1)
+
+    walk(getattr(app, "routes", None) or [], "", 0)
     return out
-
-
-def _walk_routes(routes: Any, prefix: str, out: dict[CodeType, str], depth: int) -> None:
-    if depth > 8:
-        return
-    for route in routes:
-        path = getattr(route, "path", None)
-        code = getattr(inspect.unwrap(getattr(route, "endpoint", None) or (lambda: None)), "__code__", None)
-        if isinstance(code, CodeType) and isinstance(path, str) and code.co_name != "<lambda>":
-            out.setdefault(code, prefix + path)
-        candidates = getattr(route, "effective_candidates", None)  # FastAPI >= 0.16x include_router
-        if callable(candidates):
-            candidates = candidates()
-        if candidates:
-            _walk_routes(candidates, prefix, out, depth + 1)
-        sub = getattr(route, "routes", None)  # Mount, Router
-        if sub and sub is not routes:
-            _walk_routes(sub, prefix + (path or ""), out, depth + 1)
 
 
 def _code_of(obj: Any) -> CodeType | None:
@@ -943,34 +953,6 @@ def app_map(app: Any) -> dict[str, Any]:
         ),
         "middleware": [_describe(c) for c in _middleware_codes(app) if is_application_file(c.co_filename)],
     }
-
-
-def _routes_with_paths(app: Any) -> list[tuple[Any, str]]:
-    """Every route object with its full path (mounts and included routers walked)."""
-    seen: set[int] = set()
-    while app is not None and getattr(app, "routes", None) is None and id(app) not in seen:
-        seen.add(id(app))
-        app = getattr(app, "app", None)
-    out: list[tuple[Any, str]] = []
-
-    def walk(routes: Any, prefix: str, depth: int) -> None:
-        if depth > 8:
-            return
-        for route in routes:
-            path = getattr(route, "path", None)
-            if isinstance(path, str) and getattr(route, "dependant", None) is not None:
-                out.append((route, prefix + path))
-            candidates = getattr(route, "effective_candidates", None)
-            if callable(candidates):
-                candidates = candidates()
-            if candidates:
-                walk(candidates, prefix, depth + 1)
-            sub = getattr(route, "routes", None)
-            if sub and sub is not routes:
-                walk(sub, prefix + (path or ""), depth + 1)
-
-    walk(getattr(app, "routes", None) or [], "", 0)
-    return out
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -282,10 +282,6 @@ class RunRecord:
         record.save()
         return record
 
-    @classmethod
-    def load(cls, run_dir: Path) -> RunRecord:
-        return cls(run_dir, load_run(run_dir))
-
     def save(self) -> None:
         write_json(self.dir / RUN_JSON, self.data)
 

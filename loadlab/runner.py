@@ -57,6 +57,7 @@ from loadlab.results import (
     read_locust_exceptions,
     read_locust_failures,
     read_locust_stats,
+    record_header,
     write_json,
 )
 from loadlab.wrap import USER_APP_PREFIX
@@ -82,11 +83,11 @@ class Run(RunRecord):
     """The record of one run, saved to ``run.json`` whenever it changes."""
 
     def __init__(self, run_dir: Path, config: ProfileConfig, variant: str | None) -> None:
-        super().__init__(run_dir, {})
-        self.data = RunRecord.create(
-            run_dir, "run", config.to_dict(), loadlab_env(),
-            phase="starting", variant=variant, timings_s={}, artefacts={}, stats=[], timeseries=[], pids={},
-        ).data  # fmt: skip
+        header = record_header("run", config.to_dict(), loadlab_env())
+        fields: dict[str, Any] = {"phase": "starting", "variant": variant, "timings_s": {}, "artefacts": {}}
+        fields.update(stats=[], timeseries=[], pids={})
+        super().__init__(run_dir, {**header, **fields})
+        self.save()
         self._t0 = time.monotonic()
 
     @contextlib.contextmanager
