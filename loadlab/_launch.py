@@ -6,7 +6,9 @@ this launcher asks the kernel for one (Linux ``PR_SET_PDEATHSIG``) and then runs
 same interpreter (not ``exec``: py-spy would lose an interpreter replaced under it). If the harness
 is killed outright, py-spy gets SIGTERM from the kernel, and the server in turn when py-spy exits.
 Its exit code goes to the file named by ``LOADLAB_SERVER_EXIT_FILE``: py-spy, its parent, would
-otherwise be the only one to know it. Deliberately tiny: it imports nothing of loadlab's.
+otherwise be the only one to know it. ``loadlab ui`` runs its server through it too (not under
+py-spy), with ``LOADLAB_ALLOW_PTRACE`` set so py-spy may attach under Yama.
+Deliberately tiny: it imports nothing of loadlab's.
 """
 
 import ctypes
@@ -21,7 +23,12 @@ def main() -> None:
         sys.exit("usage: python -m loadlab._launch MODULE [ARGS...]")
     if sys.platform == "linux":
         try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            if os.environ.pop("LOADLAB_ALLOW_PTRACE", None):
+                # `loadlab ui` attaches py-spy to this server per test; py-spy is its sibling, which
+                # Yama's ptrace_scope 1 refuses unless the tracee allows it (PR_SET_PTRACER_ANY).
+                libc.prctl(0x59616D61, ctypes.c_ulong(-1))
         except OSError:
             pass
         if os.getppid() == 1:  # the parent died before the request took effect

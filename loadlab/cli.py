@@ -95,35 +95,138 @@ def main() -> None:
     """Load-test and profile ASGI apps; name what blocked the event loop."""
 
 
+# The options `loadlab profile` and `loadlab ui` share: what to serve, how, and where runs go.
+_TARGET_OPTIONS = (
+    click.option(
+        "--app",
+        envvar="LOADLAB_APP",
+        default=DEMO_APP,
+        show_default=True,
+        help="The ASGI app, MODULE:ATTR (imported like uvicorn does).",
+    ),
+    click.option("--factory", envvar="LOADLAB_FACTORY", is_flag=True, help="--app is a factory returning the app."),
+    click.option(
+        "--scenario",
+        envvar="LOADLAB_SCENARIO",
+        default="io",
+        show_default=True,
+        type=click.Choice(SCENARIOS),
+        help="Route family of the demo app (loadtests/<scenario>_routes.py).",
+    ),
+    click.option(
+        "--locustfile",
+        envvar="LOADLAB_LOCUSTFILE",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Your own locustfile (default: the scenario's).",
+    ),
+    click.option("--tags", "-T", envvar="LOADLAB_TAGS", help="Locust tags for a single run (e.g. blocking)."),
+    click.option(
+        "--workers",
+        envvar="LOADLAB_WORKERS",
+        type=_int_range("--workers"),
+        default=1,
+        show_default=True,
+        help="uvicorn worker processes.",
+    ),
+    click.option(
+        "--server",
+        envvar="LOADLAB_SERVER",
+        type=click.Choice(["uvicorn", "gunicorn"]),
+        default="uvicorn",
+        show_default=True,
+        help="Process manager: uvicorn --workers, or gunicorn with uvicorn-worker's worker class.",
+    ),
+    click.option(
+        "--loop",
+        envvar="LOADLAB_LOOP",
+        type=click.Choice(["auto", "asyncio", "uvloop"]),
+        default="auto",
+        show_default=True,
+        help="uvicorn's event loop.",
+    ),
+    click.option(
+        "--rate",
+        envvar="LOADLAB_RATE",
+        type=_int_range("--rate"),
+        default=100,
+        show_default=True,
+        help="py-spy samples per second.",
+    ),
+    click.option(
+        "--native/--no-native",
+        envvar="LOADLAB_NATIVE",
+        default=False,
+        show_default=True,
+        help=(
+            "Record native frames: shows the C call a thread waits in; "
+            "costs up to ~40% throughput on thread-heavy apps."
+        ),
+    ),
+    click.option(
+        "--nonblocking",
+        envvar="LOADLAB_NONBLOCKING",
+        is_flag=True,
+        help="py-spy does not pause the app to sample (cheaper, less exact).",
+    ),
+    click.option("--no-profile", envvar="LOADLAB_NO_PROFILE", is_flag=True, help="Run the load test without py-spy."),
+    click.option(
+        "--no-instrument",
+        envvar="LOADLAB_NO_INSTRUMENT",
+        is_flag=True,
+        help="Serve the app without loadlab's instrumentation.",
+    ),
+    click.option(
+        "--health-path",
+        envvar="LOADLAB_HEALTH_PATH",
+        default="/health",
+        show_default=True,
+        help="Path polled for readiness and as the idle canary (any answer counts).",
+    ),
+    click.option(
+        "--profiles-dir",
+        envvar="LOADLAB_PROFILES_DIR",
+        type=click.Path(path_type=Path),
+        default=Path("profiles"),
+        show_default=True,
+    ),
+)
+
+
+def _target_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(_TARGET_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _target_config(opts: dict[str, Any], **more: Any) -> ProfileConfig:
+    """A :class:`ProfileConfig` from the options of :data:`_TARGET_OPTIONS`, plus ``more``."""
+    return ProfileConfig(
+        app=opts["app"],
+        factory=opts["factory"],
+        scenario=opts["scenario"],
+        locustfile=opts["locustfile"],
+        tags=_split(opts["tags"]),
+        workers=opts["workers"],
+        server=opts["server"],
+        loop=opts["loop"],
+        rate=opts["rate"],
+        native=opts["native"],
+        nonblocking=opts["nonblocking"],
+        profile=not opts["no_profile"],
+        instrument=not opts["no_instrument"],
+        health_path=opts["health_path"],
+        profiles_dir=opts["profiles_dir"],
+        **more,
+    )
+
+
 @main.command()
-@click.option(
-    "--app",
-    envvar="LOADLAB_APP",
-    default=DEMO_APP,
-    show_default=True,
-    help="The ASGI app, MODULE:ATTR (imported like uvicorn does).",
-)
-@click.option("--factory", envvar="LOADLAB_FACTORY", is_flag=True, help="--app is a factory returning the app.")
-@click.option(
-    "--scenario",
-    envvar="LOADLAB_SCENARIO",
-    default="io",
-    show_default=True,
-    type=click.Choice(SCENARIOS),
-    help="Route family of the demo app (loadtests/<scenario>_routes.py).",
-)
-@click.option(
-    "--locustfile",
-    envvar="LOADLAB_LOCUSTFILE",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Your own locustfile (default: the scenario's).",
-)
+@_target_options
 @click.option(
     "--variants",
     envvar="LOADLAB_VARIANTS",
     help="Tags to run one after another, each on a fresh server (e.g. blocking,async).",
 )
-@click.option("--tags", "-T", envvar="LOADLAB_TAGS", help="Locust tags for a single run (e.g. blocking).")
 @click.option("--users", "-u", envvar="LOADLAB_USERS", type=_int_range("--users"), default=20, show_default=True)
 @click.option(
     "--spawn-rate",
@@ -143,64 +246,12 @@ def main() -> None:
     help="Seconds of load per run.",
 )
 @click.option(
-    "--workers",
-    envvar="LOADLAB_WORKERS",
-    type=_int_range("--workers"),
-    default=1,
-    show_default=True,
-    help="uvicorn worker processes.",
-)
-@click.option(
-    "--server",
-    envvar="LOADLAB_SERVER",
-    type=click.Choice(["uvicorn", "gunicorn"]),
-    default="uvicorn",
-    show_default=True,
-    help="Process manager: uvicorn --workers, or gunicorn with uvicorn-worker's worker class.",
-)
-@click.option(
     "--locust-processes",
     envvar="LOADLAB_LOCUST_PROCESSES",
     type=_int_range("--locust-processes"),
     default=1,
     show_default=True,
     help="Locust generator processes (its --processes); stats are merged.",
-)
-@click.option(
-    "--loop",
-    envvar="LOADLAB_LOOP",
-    type=click.Choice(["auto", "asyncio", "uvloop"]),
-    default="auto",
-    show_default=True,
-    help="uvicorn's event loop.",
-)
-@click.option(
-    "--rate",
-    envvar="LOADLAB_RATE",
-    type=_int_range("--rate"),
-    default=100,
-    show_default=True,
-    help="py-spy samples per second.",
-)
-@click.option(
-    "--native/--no-native",
-    envvar="LOADLAB_NATIVE",
-    default=False,
-    show_default=True,
-    help="Record native frames: shows the C call a thread waits in; costs up to ~40% throughput on thread-heavy apps.",
-)
-@click.option(
-    "--nonblocking",
-    envvar="LOADLAB_NONBLOCKING",
-    is_flag=True,
-    help="py-spy does not pause the app to sample (cheaper, less exact).",
-)
-@click.option("--no-profile", envvar="LOADLAB_NO_PROFILE", is_flag=True, help="Run the load test without py-spy.")
-@click.option(
-    "--no-instrument",
-    envvar="LOADLAB_NO_INSTRUMENT",
-    is_flag=True,
-    help="Serve the app without loadlab's instrumentation.",
 )
 @click.option(
     "--bind",
@@ -216,24 +267,10 @@ def main() -> None:
 )
 @click.option("--allow-remote", envvar="LOADLAB_ALLOW_REMOTE", is_flag=True, help="Let --target-host be remote.")
 @click.option(
-    "--health-path",
-    envvar="LOADLAB_HEALTH_PATH",
-    default="/health",
-    show_default=True,
-    help="Path polled for readiness and as the idle canary (any answer counts).",
-)
-@click.option(
     "--out",
     envvar="LOADLAB_OUT",
     type=click.Path(path_type=Path),
     help="The run folder itself (must not exist, or be empty).",
-)
-@click.option(
-    "--profiles-dir",
-    envvar="LOADLAB_PROFILES_DIR",
-    type=click.Path(path_type=Path),
-    default=Path("profiles"),
-    show_default=True,
 )
 @click.option(
     "--fail-ratio",
@@ -253,31 +290,17 @@ def profile(**opts: Any) -> None:
     """
     from loadlab.runner import run_profile
 
-    config = ProfileConfig(
-        app=opts["app"],
-        factory=opts["factory"],
-        scenario=opts["scenario"],
-        locustfile=opts["locustfile"],
+    config = _target_config(
+        opts,
         variants=_split(opts["variants"]),
-        tags=_split(opts["tags"]),
         users=opts["users"],
         spawn_rate=opts["spawn_rate"],
         duration=opts["duration"],
-        workers=opts["workers"],
-        server=opts["server"],
         locust_processes=opts["locust_processes"],
-        loop=opts["loop"],
-        rate=opts["rate"],
-        native=opts["native"],
-        nonblocking=opts["nonblocking"],
-        profile=not opts["no_profile"],
-        instrument=not opts["no_instrument"],
-        health_path=opts["health_path"],
         bind=opts["bind"],
         target_host=opts["target_host"],
         allow_remote=opts["allow_remote"],
         out=opts["out"],
-        profiles_dir=opts["profiles_dir"],
         fail_ratio=opts["fail_ratio"],
     )
     progress = Progress(quiet=opts["quiet"])
@@ -395,13 +418,44 @@ def smoke(args: tuple[str, ...]) -> None:
     sys.exit(smoke_main(list(args)))
 
 
-@main.command(context_settings=_FORWARD)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def ui(args: tuple[str, ...]) -> None:
-    """Locust's web UI with the app's event loop in extra tabs (--help for flags)."""
-    from loadlab.locust_ui import main as ui_main
+@main.command(context_settings={"ignore_unknown_options": True})
+@_target_options
+@click.option(
+    "--web-port",
+    envvar="LOCUST_WEB_PORT",
+    type=click.IntRange(1, 65535),
+    default=8089,
+    show_default=True,
+    help="Port of Locust's web UI (env LOCUST_WEB_PORT).",
+)
+@click.option(
+    "--app-port",
+    envvar="PORT",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port of the app (env PORT); 0: any free port.",
+)
+@click.argument("locust_args", nargs=-1, type=click.UNPROCESSED)
+def ui(web_port: int, app_port: int, locust_args: tuple[str, ...], **opts: Any) -> None:
+    """Locust's web UI on the app: each test started there is profiled and diagnosed.
 
-    sys.exit(ui_main(list(args)))
+    The app runs for the whole session; py-spy records each test from Start to Stop into
+    <profiles-dir>/<time>-ui/test-<n>/ (run.json, report.html, flame graphs), shown in the
+    web UI's Profile tab. Arguments after -- go to Locust unchanged.
+    """
+    from loadlab.locust_ui import ChildError, PortError, ScenarioError, UiConfig, run
+
+    config = UiConfig(_target_config(opts), web_port=web_port, app_port=app_port, locust_args=locust_args)
+    try:
+        config.profile.validated()
+        sys.exit(run(config))
+    except (ConfigError, ScenarioError, PortError) as exc:
+        click.echo(f"error: {exc}", err=True)  # one line, exit 2: what to change is in it
+        sys.exit(2)
+    except (ChildError, ProcessError, RunFolderError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 @main.command(context_settings=_FORWARD)

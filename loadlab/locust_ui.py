@@ -1,21 +1,22 @@
-"""``make locust``: the target app, its upstream stub and Locust's web UI, stopped together on Ctrl-C.
+"""``loadlab ui`` (``make locust``): Locust's web UI on any ASGI app, each test profiled.
 
-    loadlab ui [--scenario io] [--web-port 8089] [--app-port 8000]
-                                [--profiles-dir profiles] [-- LOCUST ARGS]
+    loadlab ui [--app MODULE:ATTR] [--scenario io | --locustfile FILE] [--web-port 8089]
+               [--app-port 8000] [profile's flags …] [-- LOCUST ARGS]
 
-``SCENARIO`` (env) or ``--scenario`` picks ``loadtests/<scenario>_routes.py`` (or any locustfile
-path); arguments after ``--`` go to Locust unchanged (``-- -T blocking --arrival-rate 200``).
-Locust runs as a child process: importing it here would monkey-patch this process with gevent.
+The stub (demo app only), the app (wrapped with loadlab's instrumentation, not under py-spy) and
+Locust's web UI start together and stop together on Ctrl-C. Each test started from the UI is
+recorded by :mod:`loadlab.ui_tests` (py-spy attached from Start to Stop) into its own
+``<profiles-dir>/<time>-ui/test-<n>/``, analysed like a ``loadlab profile`` run, and shown in the
+web UI's Profile tab (:mod:`loadlab.ui_plugin`, loaded into Locust beside the locustfile; Locust
+runs as a child process: importing it here would monkey-patch this process with gevent).
 
 Both ports are checked before anything starts (a port taken is one line and exit 2). The logs of
-the three children go to a folder of their own, ``<profiles-dir>/<timestamp>-ui/`` (``locust.log``,
-``server.log``, ``upstream.log``), kept whatever happens; a child that fails is named in one line
-with the cause quoted from its log.
+the children go to the session folder (``locust.log``, ``server.log``, ``upstream.log``), kept
+whatever happens; a child that fails is named in one line with the cause quoted from its log.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import os
@@ -24,23 +25,26 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from loadlab.config import DEMO_APP, demo_path
+from loadlab.config import ProfileConfig, demo_path
+from loadlab.instrument import LOOP_SAMPLE_ENV
+from loadlab.measure import canary_idle
 from loadlab.processes import (
     LOOPBACK,
     ManagedProcess,
-    ProcessError,
     describe_exit,
     free_port,
     locust_web_argv,
     uvicorn_argv,
 )
-from loadlab.results import RunFolderError, new_run_dir
+from loadlab.results import new_run_dir, write_json
+from loadlab.runner import LOOP_SAMPLE_HZ, PROFILE_STALL_MS, _debug_prefix, _server_command
+from loadlab.ui_tests import Recorder, Session
 
 
 def _loadtests() -> Path:
@@ -56,6 +60,12 @@ LOCUST_READY_S = 60.0
 LOCUST_LOG = "locust.log"
 SERVER_LOG = "server.log"
 UPSTREAM_LOG = "upstream.log"
+POLL_S = 0.25  # how often the session folder is looked at for tests started or stopped
+# Read by the Locust plugin (loadlab/ui_plugin.py) and the server's launcher.
+SESSION_VAR = "LOADLAB_UI_SESSION"
+TAGS_VAR = "LOADLAB_UI_TAGS"
+NO_PROFILE_VAR = "LOADLAB_UI_NO_PROFILE"
+ALLOW_PTRACE_VAR = "LOADLAB_ALLOW_PTRACE"
 
 
 class ScenarioError(ValueError):
@@ -88,16 +98,14 @@ def locustfile_for(scenario: str) -> Path:
 
 @dataclass(frozen=True)
 class UiConfig:
-    scenario: str = DEFAULT_SCENARIO
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
     web_port: int = 8089
     app_port: int = 8000  # 0: any free port
-    app: str = DEMO_APP
-    locust_args: tuple[str, ...] = field(default_factory=tuple)
-    profiles_dir: Path = Path("profiles")
+    locust_args: tuple[str, ...] = ()
 
     @property
     def locustfile(self) -> Path:
-        return locustfile_for(self.scenario)
+        return self.profile.resolved_locustfile
 
 
 def app_env(upstream_url: str) -> dict[str, str]:
@@ -167,9 +175,15 @@ def _failure(proc: ManagedProcess, what: str, flag: str | None) -> ChildError:
 
 
 def wait_until_ready(
-    proc: ManagedProcess, url: str, timeout: float, stopped: Callable[[], bool], flag: str | None = None
+    proc: ManagedProcess,
+    url: str,
+    timeout: float,
+    stopped: Callable[[], bool],
+    flag: str | None = None,
+    any_status: bool = False,
 ) -> bool:
-    """True once ``url`` answers 200; False if ``stopped()`` (Ctrl-C) first. Raises
+    """True once ``url`` answers 200 (any status with ``any_status``: an app without that path is
+    up all the same); False if ``stopped()`` (Ctrl-C) first. Raises
     :class:`ChildError` with the cause from the child's log if it exits or the time runs out."""
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=1.0) as client:
@@ -178,7 +192,7 @@ def wait_until_ready(
             if code is not None:
                 raise _failure(proc, f"exited ({describe_exit(code)}) before it was ready", flag)
             with contextlib.suppress(httpx.HTTPError):
-                if client.get(url).status_code == 200:
+                if client.get(url).status_code == 200 or any_status:
                     return True
             if time.monotonic() > deadline:
                 raise _failure(proc, f"did not answer {url} within {timeout:g} s; its last words", flag)
@@ -186,14 +200,35 @@ def wait_until_ready(
     return False
 
 
+PLUGIN = Path(__file__).with_name("ui_plugin.py")  # loaded by Locust; never imported here (gevent)
+
+
+def server_command(cfg: ProfileConfig, port: int) -> tuple[list[str], dict[str, str]]:
+    """The app's server as ``loadlab profile`` runs it (wrapped, --workers, --server, --loop), but
+    not under py-spy: each test attaches py-spy to it. The launcher gives it a parent-death signal
+    and, where Yama restricts ptrace to ancestors, lets a sibling py-spy attach."""
+    argv, env = _server_command(cfg, port)
+    if argv[:2] == [sys.executable, "-m"]:
+        argv = [sys.executable, "-m", "loadlab._launch", *argv[2:]]
+    env[ALLOW_PTRACE_VAR] = "1"
+    env.setdefault("LOADLAB_STALL_MS", str(PROFILE_STALL_MS))
+    if cfg.profile:
+        env.setdefault(LOOP_SAMPLE_ENV, str(LOOP_SAMPLE_HZ))
+    return argv, env
+
+
 def run(config: UiConfig) -> int:
-    """Start the stub, the app and Locust's web UI; block until Ctrl-C or Locust exits."""
-    locustfile = config.locustfile
+    """Start the stub, the app and Locust's web UI; record each test; block until Ctrl-C."""
+    cfg = config.profile
+    locustfile = cfg.resolved_locustfile
     check_ports(config)
-    run_dir = new_run_dir(config.profiles_dir, "ui")
-    print(f"loadlab: logs in {run_dir}/ ({LOCUST_LOG}, {SERVER_LOG}, {UPSTREAM_LOG})", flush=True)
-    # Ctrl-C must stop the children in order (Locust first, while the app still answers its last
-    # poll), not raise wherever the main thread happens to be.
+    run_dir = new_run_dir(cfg.profiles_dir, "ui")
+    print(
+        f"loadlab: logs in {run_dir}/ ({LOCUST_LOG}, {SERVER_LOG}, {UPSTREAM_LOG}); each test gets test-<n>/",
+        flush=True,
+    )
+    # Ctrl-C must stop the children in order (py-spy, then Locust while the app still answers,
+    # then the app), not raise wherever the main thread happens to be.
     interrupted = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -204,50 +239,72 @@ def run(config: UiConfig) -> int:
         return interrupted
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    recorder: Recorder | None = None
     try:
         # Exited in reverse: Locust, then the app, then the stub.
-        with contextlib.ExitStack() as children:
-            stub_port = free_port()
-            stub_url = f"http://{LOOPBACK}:{stub_port}"
-            stub = ManagedProcess(
-                uvicorn_argv(UPSTREAM_APP, port=stub_port), name="upstream stub", log_path=run_dir / UPSTREAM_LOG
-            )
-            children.enter_context(stub)
-            if not wait_until_ready(stub, stub_url + HEALTH_PATH, SERVER_READY_S, stopped):
-                return _interrupted(run_dir)
-
+        with contextlib.ExitStack() as children, httpx.Client(timeout=5.0) as client:
+            env = dict(os.environ)
+            watched: list[ManagedProcess] = []
+            if cfg.is_demo_app:
+                stub_port = free_port()
+                stub_url = f"http://{LOOPBACK}:{stub_port}"
+                stub = ManagedProcess(
+                    uvicorn_argv(UPSTREAM_APP, port=stub_port), name="upstream stub", log_path=run_dir / UPSTREAM_LOG
+                )
+                children.enter_context(stub)
+                watched.append(stub)
+                if not wait_until_ready(stub, stub_url + HEALTH_PATH, SERVER_READY_S, stopped):
+                    return _interrupted(run_dir)
+                env = app_env(stub_url)
             app_port = config.app_port or free_port()
             base_url = f"http://{LOOPBACK}:{app_port}"
-            app = ManagedProcess(
-                uvicorn_argv(config.app, port=app_port),
-                name="target app",
-                env=app_env(stub_url),
-                log_path=run_dir / SERVER_LOG,
-            )
+            argv, server_env = server_command(cfg, app_port)
+            app = ManagedProcess(argv, name="target app", env={**env, **server_env}, log_path=run_dir / SERVER_LOG)
             children.enter_context(app)
-            if not wait_until_ready(app, base_url + HEALTH_PATH, SERVER_READY_S, stopped, APP_PORT_FLAG[0]):
+            watched.insert(0, app)
+            ready_url = base_url + cfg.health_path
+            if not wait_until_ready(app, ready_url, SERVER_READY_S, stopped, APP_PORT_FLAG[0], any_status=True):
                 return _interrupted(run_dir)
+            prefix = _debug_prefix(client, base_url) if cfg.instrument else None
+            if prefix is not None:
+                write_json(run_dir / "routes.json", client.get(f"{base_url}{prefix}/debug/routes").json())
+            session = Session(run_dir, cfg, app.pid, base_url, prefix, canary_idle=canary_idle(client, ready_url))
 
-            argv = locust_web_argv(locustfile, base_url, web_port=config.web_port, extra=config.locust_args)
-            locust = ManagedProcess(argv, name="Locust", log_path=run_dir / LOCUST_LOG)
+            locust_env = dict(os.environ, LOADLAB_HOST=base_url)
+            locust_env.update({SESSION_VAR: str(run_dir.resolve()), TAGS_VAR: ",".join(cfg.tags)})
+            if not cfg.profile:
+                locust_env[NO_PROFILE_VAR] = "1"
+            argv = locust_web_argv(
+                f"{locustfile},{PLUGIN}", base_url, web_port=config.web_port, extra=config.locust_args
+            )
+            locust = ManagedProcess(argv, name="Locust", env=locust_env, log_path=run_dir / LOCUST_LOG)
             children.enter_context(locust)
             web_url = f"http://{LOOPBACK}:{config.web_port}"
             if not wait_until_ready(locust, web_url + "/", LOCUST_READY_S, stopped, WEB_PORT_FLAG[0]):
                 return _interrupted(run_dir)
+            session.locust_pid, session.web_url = locust.pid, web_url
+            recorder = Recorder(session)
+            what = "each test is profiled with py-spy" if cfg.profile else "nothing is profiled (--no-profile)"
             print(
                 f"loadlab: {locustfile.name} against {base_url}\n"
-                f"loadlab: Locust web UI at {web_url}  "
-                "(tabs 'App internals' and 'Loop stalls' show the app's event loop)\n"
+                f"loadlab: Locust web UI at {web_url}  ({what}; see the Profile tab)\n"
                 "loadlab: Ctrl-C stops Locust, the app and the stub",
                 flush=True,
             )
             while not interrupted and locust.poll() is None:
-                for server in (app, stub):
+                for server in watched:
                     code = server.poll()
                     if code is not None:
                         raise _failure(server, f"exited ({describe_exit(code)}) while Locust was running", None)
-                time.sleep(0.2)
-            if not interrupted:
+                recorder.poll()
+                time.sleep(POLL_S)
+            if interrupted:
+                # py-spy first (it writes what it has), then Locust (its last test's outputs are
+                # written as it quits), then the analysis, while the app still answers.
+                recorder.stop_recording()
+                locust.stop()
+                recorder.finish_interrupted()
+            else:
                 print(
                     f"loadlab: Locust exited ({describe_exit(locust.poll())}); its last output:\n{locust.tail()}\n"
                     f"loadlab: full log: {locust.log_path}",
@@ -257,6 +314,8 @@ def run(config: UiConfig) -> int:
         print(f"loadlab: stopped; logs in {run_dir}/", flush=True)
         return 0
     finally:
+        if recorder is not None:
+            recorder.stop_recording()  # a failure path: py-spy must not outlive the session
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -266,46 +325,7 @@ def _interrupted(run_dir: Path) -> int:
     return 130
 
 
-def _port(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-        if not low <= value <= 65535:
-            raise argparse.ArgumentTypeError(f"{value} is not a port number ({low}-65535)")
-        return value
-
-    return parse
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="loadlab ui", description=__doc__.split("\n")[0])
-    parser.add_argument("--scenario", default=os.environ.get("SCENARIO") or DEFAULT_SCENARIO)
-    # String defaults go through type= too: a bad LOCUST_WEB_PORT or PORT is an argparse error.
-    parser.add_argument("--web-port", type=_port(1), default=os.environ.get("LOCUST_WEB_PORT") or "8089")
-    parser.add_argument("--app-port", type=_port(0), default=os.environ.get("PORT") or "8000", help="0: any free port")
-    parser.add_argument(
-        "--profiles-dir",
-        type=Path,
-        default=os.environ.get("LOADLAB_PROFILES_DIR") or "profiles",
-        help="the logs go to a new <profiles-dir>/<timestamp>-ui/ (env LOADLAB_PROFILES_DIR)",
-    )
-    parser.add_argument("locust_args", nargs=argparse.REMAINDER, help="after --: passed to Locust")
-    args = parser.parse_args(argv)
-    extra = tuple(a for a in args.locust_args if a != "--")
-    try:
-        config = UiConfig(
-            args.scenario, args.web_port, args.app_port, locust_args=extra, profiles_dir=args.profiles_dir
-        )
-        return run(config)
-    except (ScenarioError, PortError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (ChildError, ProcessError, RunFolderError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from loadlab.cli import main
+
+    main(["ui", *sys.argv[1:]])

@@ -401,9 +401,11 @@ def pyspy_binary() -> str | None:
     return str(candidate) if candidate.exists() else shutil.which("py-spy")
 
 
-def pyspy_argv(output: Path, *, rate: int = 100, native: bool = False, nonblocking: bool = False) -> list[str]:
+def pyspy_argv(
+    output: Path, *, rate: int = 100, native: bool = False, nonblocking: bool = False, pid: int | None = None
+) -> list[str]:
     """``py-spy record`` in raw (folded) format with every thread, idle ones included, and every
-    subprocess; the server's command line follows after ``--``."""
+    subprocess; the server's command line follows after ``--``, or py-spy attaches to ``pid``."""
     binary = pyspy_binary()
     if binary is None:
         raise ProcessError(
@@ -416,6 +418,8 @@ def pyspy_argv(output: Path, *, rate: int = 100, native: bool = False, nonblocki
         argv.append("--native")
     if nonblocking:
         argv.append("--nonblocking")
+    if pid is not None:
+        argv += ["--pid", str(pid)]
     return argv
 
 

@@ -82,8 +82,8 @@ class RunFailed(RuntimeError):
 class Run(RunRecord):
     """The record of one run, saved to ``run.json`` whenever it changes."""
 
-    def __init__(self, run_dir: Path, config: ProfileConfig, variant: str | None) -> None:
-        header = record_header("run", config.to_dict(), loadlab_env())
+    def __init__(self, run_dir: Path, config: ProfileConfig, variant: str | None, kind: str = "run") -> None:
+        header = record_header(kind, config.to_dict(), loadlab_env())
         fields: dict[str, Any] = {"phase": "starting", "variant": variant, "timings_s": {}, "artefacts": {}}
         fields.update(stats=[], timeseries=[], pids={})
         super().__init__(run_dir, {**header, **fields})

@@ -136,23 +136,24 @@ def _extend_web_ui(environment: Environment, **_: Any) -> None:
     web_ui = environment.web_ui
     if web_ui is None:
         return
-    web_ui.template_args["extended_tabs"] = [
-        {"title": "App internals", "key": INTERNALS_TAB},
-        {"title": "Loop stalls", "key": STALLS_TAB},
-    ]
-    web_ui.template_args["extended_tables"] = [
-        {"key": INTERNALS_TAB, "structure": INTERNALS_COLUMNS},
-        {"key": STALLS_TAB, "structure": STALLS_COLUMNS},
-    ]
+    # Added to, not replaced: `loadlab ui` adds its Profile tab the same way.
+    web_ui.template_args.setdefault("extended_tabs", []).extend(
+        [{"title": "App internals", "key": INTERNALS_TAB}, {"title": "Loop stalls", "key": STALLS_TAB}]
+    )
+    web_ui.template_args.setdefault("extended_tables", []).extend(
+        [{"key": INTERNALS_TAB, "structure": INTERNALS_COLUMNS}, {"key": STALLS_TAB, "structure": STALLS_COLUMNS}]
+    )
 
     @web_ui.app.after_request
     def add_app_state(response: Response) -> Response:
         if request.path.rstrip("/").endswith("/stats/requests") and response.is_json:
             body = response.get_json()
-            body["extended_stats"] = [
-                {"key": INTERNALS_TAB, "data": internals_rows(appstate.state)},
-                {"key": STALLS_TAB, "data": stalls_rows(appstate.state)},
-            ]
+            body.setdefault("extended_stats", []).extend(
+                [
+                    {"key": INTERNALS_TAB, "data": internals_rows(appstate.state)},
+                    {"key": STALLS_TAB, "data": stalls_rows(appstate.state)},
+                ]
+            )
             response.set_data(json.dumps(body))
         return response
 

@@ -151,7 +151,10 @@ def test_locust_failing_at_start_is_named_with_its_own_cause(ui: Ui) -> None:
 
     assert result.returncode == 1, result.stderr
     run_dir = ui.run_dir()
-    assert result.stdout.splitlines()[0] == f"loadlab: logs in {run_dir}/ (locust.log, server.log, upstream.log)"
+    assert (
+        result.stdout.splitlines()[0]
+        == f"loadlab: logs in {run_dir}/ (locust.log, server.log, upstream.log); each test gets test-<n>/"
+    )
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: Locust exited (code 2) before it was ready: ")
     assert "unrecognized arguments: --no-such-flag" in line
@@ -202,7 +205,7 @@ def test_normal_run_keeps_its_logs_in_its_run_folder_and_stops_on_ctrl_c(ui: Ui)
 
     assert proc.returncode == 0, err
     run_dir = ui.run_dir()
-    assert out[0] == f"loadlab: logs in {run_dir}/ (locust.log, server.log, upstream.log)\n"
+    assert out[0] == f"loadlab: logs in {run_dir}/ (locust.log, server.log, upstream.log); each test gets test-<n>/\n"
     assert f"loadlab: stopped; logs in {run_dir}/" in rest
     assert {p.name for p in run_dir.iterdir()} >= LOGS
     assert "Starting web interface" in (run_dir / "locust.log").read_text()

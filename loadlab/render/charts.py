@@ -58,12 +58,20 @@ def _float(row: dict[str, str], key: str) -> float:
         return float("nan")  # Locust writes N/A before the first response
 
 
-def throughput_chart(history: list[dict[str, float]]) -> bytes | None:
+def throughput_chart(history: list[dict[str, float]], edits: list[dict[str, Any]] | None = None) -> bytes | None:
+    """Requests/s and latency over the run; ``edits`` (a web UI test's changes of the user count,
+    seconds from its start) are drawn as dotted lines labelled with the new count."""
     if not history:
         return None
     t = [p["t"] for p in history]
     fig, ax = plt.subplots(figsize=SIZE)
     ax.plot(t, [p["rps"] for p in history], color="#1f77b4", label="requests/s")
+    for edit in edits or []:
+        ax.axvline(float(edit["t"]), color="#555555", linestyle=":", linewidth=1)
+        ax.annotate(
+            f"→ {edit['users']} users", (float(edit["t"]), 1.0), xycoords=("data", "axes fraction"),
+            xytext=(3, -10), textcoords="offset points", fontsize=7, color="#555555",
+        )  # fmt: skip
     ax.set_xlabel("seconds")
     ax.set_ylabel("requests/s", color="#1f77b4")
     ax2 = ax.twinx()

@@ -105,7 +105,7 @@ def run_report(run_dir: Path, run: dict[str, Any], report: dict[str, Any]) -> st
 <div class="meta">{esc(r.meta)}</div>
 {section(verdicts)}
 <h2 id="charts">Over time</h2><div class="charts">
-{_img(charts.throughput_chart(history), "throughput and latency")}
+{_img(charts.throughput_chart(history, (run.get("ui") or {}).get("edits")), "throughput and latency")}
 {_img(charts.loop_chart(series), "event-loop lag")}
 {_img(charts.threadpool_chart(series), "threadpool occupancy")}
 {_img(charts.blockers_chart(blockers), "loop blockers")}</div>
