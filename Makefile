@@ -15,7 +15,7 @@ help:
 	@echo "make test       run the test suite"
 	@echo "make soak       10 minutes of mixed healthy load; fails if memory grows steadily (not in CI)"
 	@echo "make tour       measure each claim of FastAPI's concurrency page (about 80 s)"
-	@echo "make locust     Locust web UI on 127.0.0.1:8089 with the app's event loop in extra tabs (SCENARIO=io|cpu|...)"
+	@echo "make locust     Locust web UI on 127.0.0.1:8089; each test is profiled, see its Profile tab (SCENARIO=io|cpu|...)"
 	@echo "make smoke      short headless load tests with pass/fail budgets (CI); outputs in profiles/<run>/"
 	@echo "make bench      measure the harness itself: accuracy, overhead, headroom (~12 min); benchmarks/results/"
 	@echo "make serve      run the target app on 127.0.0.1:$(PORT) (with its upstream stub)"

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,12 +52,15 @@ def run_checks() -> Iterator[Check]:
         yield Check(
             "ptrace_scope",
             scope in ("0", "1"),
-            f"kernel.yama.ptrace_scope = {scope} (py-spy starts the app as its child: 0 and 1 allow it)",
+            f"kernel.yama.ptrace_scope = {scope} (`loadlab profile` starts the app under py-spy: 0 and 1 allow "
+            "it; `loadlab ui` attaches py-spy to the running app: 0 allows it, 1 too as loadlab's launcher opts "
+            "in with PR_SET_PTRACER, 2 only as root)",
             "sudo sysctl kernel.yama.ptrace_scope=1",
         )
     else:
         yield Check("ptrace_scope", True, "no Yama LSM: ptrace is governed by capabilities only")
     yield _attach_check(binary)
+    yield _attach_pid_check(binary)
     try:
         port = free_port(LOOPBACK)
         yield Check("free port on 127.0.0.1", True, f"e.g. {port}")
@@ -90,4 +94,42 @@ def _attach_check(binary: str | None) -> Check:
             message[-1] if message else f"py-spy exited with {proc.returncode}",
             "in Docker run with --cap-add SYS_PTRACE; elsewhere run as root or lower ptrace_scope; "
             "or profile with --no-profile",
+        )
+
+
+# A process that allows any tracer, as loadlab's launcher does for `loadlab ui`'s server, then computes.
+_TRACEE = """
+import ctypes, sys, time
+if sys.platform == "linux":
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(0x59616D61, ctypes.c_ulong(-1))
+end = time.time() + 4
+while time.time() < end: pass
+"""
+
+
+def _attach_pid_check(binary: str | None) -> Check:
+    """What `loadlab ui` needs: py-spy attaching to a running process that is not its child."""
+    name = "py-spy can attach to a running process (loadlab ui)"
+    if binary is None:
+        return Check(name, False, "py-spy missing", "install py-spy first")
+    with tempfile.TemporaryDirectory() as tmp, subprocess.Popen([sys.executable, "-c", _TRACEE]) as tracee:
+        out = Path(tmp) / "raw.txt"
+        cmd = [binary, "record", "--pid", str(tracee.pid), "--rate", "50", "--duration", "1"]
+        cmd += ["--format", "raw", "--output", str(out)]
+        try:
+            time.sleep(0.3)  # let it reach its loop
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            proc = None
+        finally:
+            tracee.kill()
+        if out.exists() and out.stat().st_size > 0:
+            return Check(name, True, "recorded 1 s of a running process by its PID")
+        message = (proc.stderr or proc.stdout).strip().splitlines() if proc is not None else ["timed out"]
+        return Check(
+            name,
+            False,
+            message[-1] if message else "py-spy wrote nothing",
+            "run as root, or with CAP_SYS_PTRACE (Docker: --cap-add SYS_PTRACE), or lower ptrace_scope to 1; "
+            "or run `loadlab ui --no-profile`",
         )

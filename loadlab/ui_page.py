@@ -127,7 +127,12 @@ def _latest(folder: Path, no_profile: bool) -> str:
     out.append(f"<p>Run folder <code>{escape(str(folder))}</code>: {' · '.join(links)}</p>")
     if "flamegraph_loop" in artefacts:
         src = f"./runs/{folder.name}/{artefacts['flamegraph_loop']}"
-        out.append(f'<h3>Event-loop flame graph</h3><iframe class=flame src="{escape(src)}"></iframe>')
+        # As tall as the graph: the frames that held the loop are at its bottom.
+        fit = "this.style.height=(this.contentDocument.documentElement.scrollHeight+20)+'px'"
+        out.append(
+            "<h3>Event-loop flame graph <span class=muted>(click a frame to zoom)</span></h3>"
+            f'<iframe class=flame src="{escape(src)}" onload="{fit}"></iframe>'
+        )
     elif no_profile or not run.get("config", {}).get("profile", True):
         out.append("<p class=muted>No flame graph: nothing is recorded with <code>--no-profile</code>.</p>")
     return "".join(out)

@@ -35,12 +35,12 @@ from locust.env import Environment
 from locust.html import get_html_report
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
-from loadlab.ui_page import is_analysed, page_state, profile_page, read_json, safe_file, test_folders
+from loadlab.ui_page import page_state, profile_page, read_json, safe_file, test_folders
 
 SESSION_VAR = "LOADLAB_UI_SESSION"
+NO_PROFILE_VAR = "LOADLAB_UI_NO_PROFILE"
 TAB = "loadlab-profile"
 TEST_FILE = "ui-test.json"
-LIVE_FILE = "live.json"
 TAGS_FIELD = "loadlab_tags"
 
 COLUMNS = [{"key": "what", "title": "Profile"}, {"key": "value", "title": ""}, {"key": "detail", "title": ""}]
@@ -193,48 +193,13 @@ def _float(text: str | None, fallback: Any) -> float | None:
 
 
 def tab_rows(session: Path) -> list[dict[str, str]]:
-    """The Profile tab's table: the latest test, live or finished, in a few lines."""
+    """The Profile tab's table: one line on where things stand; the page below it has the rest
+    (Locust stops polling this table when a test stops, so it must not hold what changes after)."""
     folders = test_folders(session)
     if not folders:
-        return [_row("No test yet", "", "Start one: it is profiled from Start to Stop. The full view is below.")]
-    latest = folders[-1]
-    info = read_json(latest / TEST_FILE) or {}
-    if os.environ.get("LOADLAB_UI_NO_PROFILE"):
-        rows = [_row(latest.name, info.get("state", "?"), "nothing is recorded: loadlab ui runs with --no-profile")]
-    else:
-        rows = [
-            _row(
-                latest.name, info.get("state", "?"), f"{info.get('users', '?')} users, tags {info.get('tags') or 'all'}"
-            )
-        ]
-    run = read_json(latest / "run.json")
-    if run is not None and is_analysed(run):
-        loop = (run.get("analysis") or {}).get("loop") or {}
-        rows.append(_row("Status", str(run.get("status")), str(run.get("reason") or "")))
-        if loop.get("busy_share") is not None:
-            rows.append(_row("Loop busy", f"{loop['busy_share']:.0%}", "share of the test the event loop ran code"))
-        for b in (loop.get("blockers") or [])[:5]:
-            if b.get("file"):
-                rows.append(_row(b["function"], f"{b['share']:.0%} {b.get('kind', '')}", _where(b)))
-        return rows
-    live = read_json(latest / LIVE_FILE)
-    if live is not None:
-        if live.get("busy_share") is not None:
-            rows.append(
-                _row("Loop busy so far", f"{live['busy_share']:.0%}", f"{live.get('seconds', 0):.0f} s recorded")
-            )
-        for b in live.get("blockers", [])[:5]:
-            rows.append(_row(b["function"], f"{b['share']:.0%} {b.get('kind', '')}", _where(b)))
-        if live.get("note"):
-            rows.append(_row("", "", str(live["note"])))
-    return rows
-
-
-def _where(b: dict[str, Any]) -> str:
-    file = os.path.basename(str(b.get("file") or "?"))
-    place = b.get("place") or ""
-    route = b.get("route") or ""
-    return " · ".join(x for x in (f"{file}:{b.get('line', '?')}", str(place), str(route)) if x)
+        return [_row("No test yet", "", "start one: it is profiled from Start to Stop; its diagnosis shows below")]
+    note = "nothing is recorded (--no-profile)" if os.environ.get(NO_PROFILE_VAR) else "each test's profile shows below"
+    return [_row(f"{len(folders)} test(s) this session", "", note)]
 
 
 def _row(what: str, value: str, detail: str) -> dict[str, str]:
@@ -248,14 +213,18 @@ TAB_SCRIPT = """
     var tab = new URLSearchParams(window.location.search).get("tab");
     var frame = document.getElementById("loadlab-profile-frame");
     if (tab !== "%(tab)s") { if (frame) frame.remove(); return; }
-    if (frame) return;
+    if (frame) {  // as tall as its page, which grows as the flame graph loads
+      var doc = frame.contentDocument;
+      if (doc && doc.documentElement) frame.style.height = (doc.documentElement.scrollHeight + 30) + "px";
+      return;
+    }
     var table = document.querySelector(".MuiTableContainer-root");
     if (!table) return;
     frame = document.createElement("iframe");
     frame.id = "loadlab-profile-frame";
     frame.src = "%(page)s";
     frame.title = "loadlab profile";
-    frame.style.cssText = "width:100%%;height:1400px;border:0;margin-top:12px;background:#fff";
+    frame.style.cssText = "width:100%%;height:900px;border:0;margin-top:12px;background:#fff";
     table.parentNode.insertBefore(frame, table.nextSibling);
   }
   setInterval(place, 500);

@@ -239,7 +239,9 @@ class ActiveTest:
             time.sleep(0.1)
         self.info = read_json(self.folder / TEST_FILE) or self.info
         self.run.data["ui"] = self.info
-        self.cfg = dataclasses.replace(self.cfg, duration=round(_duration(self.info, self.started), 1))
+        duration = _duration(self.info, self.started)
+        users = _mean_users(int(self.info.get("users") or self.cfg.users), self.info.get("edits") or [], duration)
+        self.cfg = dataclasses.replace(self.cfg, duration=round(duration, 1), users=users)
         self.run.data["config"] = self.cfg.to_dict()
         routes = self.session.folder / "routes.json"
         if routes.is_file():
@@ -275,6 +277,20 @@ def _mark_analysed(folder: Path) -> None:
         data = load_run(folder)
         data.setdefault("ui", {})["analysed"] = True
         write_json(folder / "run.json", data)
+
+
+def _mean_users(first: int, edits: list[dict[str, Any]], duration: float) -> int:
+    """The test's user count, weighted by time when it was changed mid-test (Edit): what the
+    theory's closed population was on average."""
+    if not edits:
+        return first
+    total, users, since = 0.0, first, 0.0
+    for edit in edits:
+        t = min(float(edit["t"]), duration)
+        total += users * (t - since)
+        users, since = int(edit["users"]), t
+    total += users * max(0.0, duration - since)
+    return max(1, round(total / duration))
 
 
 def _duration(info: dict[str, Any], started: float) -> float:

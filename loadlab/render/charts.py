@@ -69,8 +69,8 @@ def throughput_chart(history: list[dict[str, float]], edits: list[dict[str, Any]
     for edit in edits or []:
         ax.axvline(float(edit["t"]), color="#555555", linestyle=":", linewidth=1)
         ax.annotate(
-            f"→ {edit['users']} users", (float(edit["t"]), 1.0), xycoords=("data", "axes fraction"),
-            xytext=(3, -10), textcoords="offset points", fontsize=7, color="#555555",
+            f"→ {edit['users']} users", (float(edit["t"]), 0.0), xycoords=("data", "axes fraction"),
+            xytext=(3, 4), textcoords="offset points", fontsize=7, color="#555555",
         )  # fmt: skip
     ax.set_xlabel("seconds")
     ax.set_ylabel("requests/s", color="#1f77b4")
