@@ -296,7 +296,10 @@ def run(config: UiConfig) -> int:
                     code = server.poll()
                     if code is not None:
                         raise _failure(server, f"exited ({describe_exit(code)}) while Locust was running", None)
-                recorder.poll()
+                try:
+                    recorder.poll()
+                except FileNotFoundError:
+                    raise ChildError(f"the session folder {run_dir} was removed while loadlab ui ran") from None
                 time.sleep(POLL_S)
             if interrupted:
                 # py-spy first (it writes what it has), then Locust (its last test's outputs are
