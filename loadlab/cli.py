@@ -254,6 +254,36 @@ def _target_config(opts: dict[str, Any], **more: Any) -> ProfileConfig:
     help="Locust generator processes (its --processes); stats are merged.",
 )
 @click.option(
+    "--expect-workers",
+    envvar="LOADLAB_EXPECT_WORKERS",
+    type=_int_range("--expect-workers"),
+    default=0,
+    show_default=True,
+    help="Locust workers started elsewhere: run Locust as their master and wait for them (prints their command).",
+)
+@click.option(
+    "--master-bind",
+    envvar="LOADLAB_MASTER_BIND",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the Locust master listens on for workers; anything but loopback is printed as a warning.",
+)
+@click.option(
+    "--master-port",
+    envvar="LOADLAB_MASTER_PORT",
+    type=_int_range("--master-port"),
+    default=5557,
+    show_default=True,
+)
+@click.option(
+    "--workers-wait",
+    envvar="LOADLAB_WORKERS_WAIT",
+    type=_float_range("--workers-wait"),
+    default=60.0,
+    show_default=True,
+    help="Seconds the master waits for --expect-workers to connect before the run fails.",
+)
+@click.option(
     "--bind",
     envvar="LOADLAB_BIND",
     default="127.0.0.1",
@@ -297,6 +327,10 @@ def profile(**opts: Any) -> None:
         spawn_rate=opts["spawn_rate"],
         duration=opts["duration"],
         locust_processes=opts["locust_processes"],
+        expect_workers=opts["expect_workers"],
+        master_bind=opts["master_bind"],
+        master_port=opts["master_port"],
+        workers_wait=opts["workers_wait"],
         bind=opts["bind"],
         target_host=opts["target_host"],
         allow_remote=opts["allow_remote"],
@@ -310,6 +344,12 @@ def profile(**opts: Any) -> None:
         raise click.UsageError(str(exc)) from None
     if not is_loopback(config.bind):
         click.echo(f"warning: the server will listen on {config.bind}, reachable from other machines", err=True)
+    if config.expect_workers and not is_loopback(config.master_bind):
+        click.echo(
+            f"warning: the Locust master will listen on {config.master_bind}:{config.master_port}, "
+            "reachable from other machines",
+            err=True,
+        )
     run_dir = _run_children(lambda: run_profile(config, progress))
     from loadlab.report import summary_text
 

@@ -42,6 +42,9 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "--duration": (1, 3600),
     "--workers": (1, 64),
     "--locust-processes": (1, 64),
+    "--expect-workers": (0, 1000),
+    "--master-port": (1, 65535),
+    "--workers-wait": (1, 3600),
     "--rate": (1, 1000),
     "--fail-ratio": (0, 1),
 }
@@ -113,6 +116,11 @@ class ProfileConfig:
     allow_remote: bool = False  # let --target-host be a non-loopback address
     ready_timeout: float = 60.0
     fail_ratio: float = 0.01  # failed/total requests above this make a run "doubtful"
+    # Locust workers started elsewhere (`locust --worker --master-host …`): the master waits for them.
+    expect_workers: int = 0
+    master_bind: str = LOOPBACK
+    master_port: int = 5557
+    workers_wait: float = 60.0  # how long the master waits for them to connect
 
     @property
     def names_demo_package(self) -> bool:
@@ -166,6 +174,13 @@ class ProfileConfig:
             raise ConfigError(f"--server must be uvicorn or gunicorn; got {self.server!r}")
         if self.server == "gunicorn" and self.loop != "auto":
             raise ConfigError("--loop applies to --server uvicorn only; gunicorn's uvicorn worker picks its own")
+        _bounded("--expect-workers", self.expect_workers)
+        _bounded("--master-port", self.master_port)
+        _bounded("--workers-wait", self.workers_wait)
+        if self.expect_workers and self.locust_processes > 1:
+            raise ConfigError("--expect-workers and --locust-processes both make Locust a master; use one of them")
+        if self.expect_workers:
+            check_bind(self.master_bind, "--master-bind")
         _bounded("--rate", self.rate)
         _bounded("--fail-ratio", self.fail_ratio)
         check_bind(self.bind)
@@ -208,23 +223,23 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
-def check_bind(host: str) -> None:
+def check_bind(host: str, flag: str = "--bind") -> None:
     """The server can listen on ``host``: an address of this machine (a hostname resolving to one)."""
     try:
         infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         raise ConfigError(
-            f"--bind {host!r} is not an address or a host name this machine knows; try 127.0.0.1"
+            f"{flag} {host!r} is not an address or a host name this machine knows; try 127.0.0.1"
         ) from None
     family, _, _, _, address = infos[0]
     if family != socket.AF_INET:
-        raise ConfigError(f"--bind {host}: only IPv4 addresses are supported; use 127.0.0.1 or 0.0.0.0")
+        raise ConfigError(f"{flag} {host}: only IPv4 addresses are supported; use 127.0.0.1 or 0.0.0.0")
     try:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.bind(address)
     except OSError as exc:
         raise ConfigError(
-            f"--bind {host} is not an address of this machine ({exc.strerror}); use 127.0.0.1 or one of its own"
+            f"{flag} {host} is not an address of this machine ({exc.strerror}); use 127.0.0.1 or one of its own"
         ) from None
 
 

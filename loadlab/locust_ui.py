@@ -35,10 +35,12 @@ from loadlab.config import ProfileConfig, demo_path
 from loadlab.instrument import LOOP_SAMPLE_ENV
 from loadlab.measure import canary_idle
 from loadlab.processes import (
+    ALLOW_PTRACE_VAR,
     LOOPBACK,
     ManagedProcess,
     describe_exit,
     free_port,
+    launched,
     locust_web_argv,
     uvicorn_argv,
 )
@@ -65,7 +67,6 @@ POLL_S = 0.25  # how often the session folder is looked at for tests started or 
 SESSION_VAR = "LOADLAB_UI_SESSION"
 TAGS_VAR = "LOADLAB_UI_TAGS"
 NO_PROFILE_VAR = "LOADLAB_UI_NO_PROFILE"
-ALLOW_PTRACE_VAR = "LOADLAB_ALLOW_PTRACE"
 
 
 class ScenarioError(ValueError):
@@ -208,8 +209,7 @@ def server_command(cfg: ProfileConfig, port: int) -> tuple[list[str], dict[str, 
     not under py-spy: each test attaches py-spy to it. The launcher gives it a parent-death signal
     and, where Yama restricts ptrace to ancestors, lets a sibling py-spy attach."""
     argv, env = _server_command(cfg, port)
-    if argv[:2] == [sys.executable, "-m"]:
-        argv = [sys.executable, "-m", "loadlab._launch", *argv[2:]]
+    argv = launched(argv)
     env[ALLOW_PTRACE_VAR] = "1"
     env.setdefault("LOADLAB_STALL_MS", str(PROFILE_STALL_MS))
     if cfg.profile:

@@ -12,6 +12,7 @@ import re
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -113,3 +114,35 @@ def probe_service_times(client: httpx.Client, base: str, csv_prefix: Path) -> di
         if len(times) == SERVICE_PROBES:
             out[name] = round(statistics.median(times), 3)
     return out
+
+
+def sample_counts(snapshot: dict[str, Any]) -> dict[tuple[Any, ...], list[int]]:
+    return {
+        (s["function"], s["file"], s["line"], s["route"]): [s["cpu"], s["wait"], s["gil"], s.get("cpu_gil_free", 0)]
+        for s in snapshot.get("samples", [])
+    }
+
+
+def samples_since(before: dict[str, Any] | None, now: dict[str, Any]) -> dict[str, Any]:
+    """The loop sampler's record since ``before`` (a test's start, or the moment py-spy attached):
+    the counts now minus the counts then."""
+    if not before:
+        return now
+    old = sample_counts(before)
+    samples = []
+    for key, counts in sample_counts(now).items():
+        diff = [a - b for a, b in zip(counts, old.get(key, [0, 0, 0, 0]), strict=True)]
+        if any(diff):
+            function, file, line, route = key
+            samples.append(
+                {"function": function, "file": file, "line": line, "route": route,
+                 "cpu": diff[0], "wait": diff[1], "gil": diff[2], "cpu_gil_free": diff[3]}
+            )  # fmt: skip
+    samples.sort(key=lambda s: -(s["cpu"] + s["wait"] + s["gil"]))
+    return {
+        "hz": now.get("hz"),
+        "ticks": now.get("ticks", 0) - before.get("ticks", 0),
+        "outside_app": now.get("outside_app", 0) - before.get("outside_app", 0),
+        "gil_ticks": now.get("gil_ticks", 0) - before.get("gil_ticks", 0),
+        "samples": samples,
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -360,10 +361,12 @@ def locust_argv(
     processes: int = 1,
     stop_timeout_s: float = 2,
     extra: Sequence[str] = (),
+    master: tuple[int, str, int, float] | None = None,
 ) -> list[str]:
     """Locust's headless command line, the one every loadlab command uses: ``outputs`` is the
     folder of its CSV files, its HTML report and its JSON stats (written at exit: the complete
-    source, see ``results.read_locust_stats``), all named ``locust…``."""
+    source, see ``results.read_locust_stats``), all named ``locust…``. ``master`` = (workers,
+    bind address, port, seconds to wait for them): a master for Locust workers started elsewhere."""
     prefix = str(outputs / LOCUST_OUTPUTS)
     argv = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-H", host]
     argv += [
@@ -379,9 +382,31 @@ def locust_argv(
     argv += ["--csv", prefix, "--html", f"{prefix}.html", "--json-file", prefix, "--only-summary"]
     if processes > 1:
         argv += ["--processes", str(processes)]
+    if master is not None:
+        workers, bind, port, wait_s = master
+        argv += ["--master", "--expect-workers", str(workers), "--expect-workers-max-wait", f"{wait_s:.0f}"]
+        argv += ["--master-bind-host", bind, "--master-bind-port", str(port)]
     if tags:
         argv += ["-T", *tags]
     return argv + list(extra)
+
+
+def locust_worker_command(locustfile: Path | str, master_host: str, master_port: int, tags: Sequence[str] = ()) -> str:
+    """The command that starts one Locust worker for a master started with ``locust_argv(master=…)``
+    (on another machine: the same locustfile, and ``--master-host`` an address of this one)."""
+    argv = [
+        "locust",
+        "-f",
+        str(locustfile),
+        "--worker",
+        "--master-host",
+        master_host,
+        "--master-port",
+        str(master_port),
+    ]
+    if tags:
+        argv += ["-T", *tags]
+    return shlex.join(argv)
 
 
 def locust_web_argv(locustfile: Path | str, host: str, *, web_port: int, extra: Sequence[str] = ()) -> list[str]:
@@ -390,6 +415,24 @@ def locust_web_argv(locustfile: Path | str, host: str, *, web_port: int, extra: 
     argv = [sys.executable, "-m", "locust", "-f", str(locustfile), "-H", host]
     argv += ["--web-host", LOOPBACK, "--web-port", str(web_port), "-u", "11", "-r", "10"]
     return argv + list(extra)
+
+
+# py-spy writes its profile on SIGINT; a big one takes a few seconds.
+PYSPY_STOP_LADDER: tuple[tuple[signal.Signals, float], ...] = (
+    (signal.SIGINT, 20.0),
+    (signal.SIGTERM, 3.0),
+    (signal.SIGKILL, 2.0),
+)
+ALLOW_PTRACE_VAR = "LOADLAB_ALLOW_PTRACE"  # read by loadlab._launch
+
+
+def launched(argv: Sequence[str]) -> list[str]:
+    """``python -m MODULE …`` run through loadlab's launcher (a parent-death signal; with
+    ``LOADLAB_ALLOW_PTRACE`` in its env, py-spy may attach to it under Yama's ptrace_scope 1)."""
+    argv = list(argv)
+    if argv[:2] == [sys.executable, "-m"]:
+        return [sys.executable, "-m", "loadlab._launch", *argv[2:]]
+    return argv
 
 
 def pyspy_binary() -> str | None:
@@ -439,10 +482,20 @@ class ProfiledServer:
         env: Mapping[str, str] | None,
         log_path: Path,
         stop_timeout: float = 20.0,
+        attach: bool = False,
     ) -> None:
         argv = list(server_argv)
         env = dict(os.environ if env is None else env)
         self.exit_file = log_path.with_name(f".{log_path.stem}-exit-code")
+        # attach: py-spy is started later, by PID (start_profiler), when the load begins.
+        self.attach_argv = list(profiler_argv) if profiler_argv and attach else None
+        self.spy: ManagedProcess | None = None
+        self.spy_log = log_path.with_name("py-spy.log")
+        self.spy_exit_code: int | None = None
+        if self.attach_argv is not None:
+            profiler_argv = None
+            argv = launched(argv)
+            env[ALLOW_PTRACE_VAR] = "1"
         if profiler_argv:
             # Under py-spy the server is a grandchild: the launcher gives it a parent-death signal
             # and writes down its exit code, which only py-spy could otherwise collect.
@@ -526,10 +579,21 @@ class ProfiledServer:
         code = self.server_exit_code()
         return -1 if code is None else code
 
+    def start_profiler(self) -> int | None:
+        """With ``attach``: start py-spy on the running server now; its PID (None if not attaching)."""
+        if self.attach_argv is None or self.spy is not None:
+            return None
+        argv = [*self.attach_argv, "--pid", str(self.process.pid)]
+        self.spy = ManagedProcess(argv, name="py-spy", log_path=self.spy_log, stop_ladder=PYSPY_STOP_LADDER)
+        self.spy.start()
+        return self.spy.pid
+
     def stop(self) -> list[int]:
         """Stop the server, let py-spy write its profile, and return PIDs that had to be killed."""
         # Re-entrant: if an interrupt lands halfway, the next call (the with-block's exit) goes on
         # from where this one stopped; only a finished stop is final.
+        if self.spy is not None and self.spy_exit_code is None:
+            self.spy_exit_code = self.spy.stop()  # attached: py-spy first (SIGINT: it writes), the server after
         if self.stopped or self.process.popen is None:
             return self.process.leftovers
         self.process.remember_descendants()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -29,7 +30,7 @@ from loadlab.analysis.health import STATUS_OF, assess, pyspy_warnings
 from loadlab.analysis.stacks import Profile, ProfileFormatError, read_raw
 from loadlab.config import ProfileConfig, is_loopback, loadlab_env, run_secrets
 from loadlab.instrument import LOOP_SAMPLE_ENV
-from loadlab.measure import ProcessMeter, canary_idle, live_stats, probe_service_times, wait_quiet
+from loadlab.measure import ProcessMeter, canary_idle, live_stats, probe_service_times, samples_since, wait_quiet
 from loadlab.processes import (
     LOCUST_OUTPUTS,
     LOOPBACK,
@@ -38,6 +39,7 @@ from loadlab.processes import (
     ProfiledServer,
     free_port,
     locust_argv,
+    locust_worker_command,
     pyspy_argv,
     upstream_stub,
     uvicorn_argv,
@@ -220,14 +222,24 @@ def _drive_load(
     with run.phase(
         "load", progress, f"load: {cfg.users} users for {cfg.duration:g} s ({cfg.resolved_locustfile}{tags})"
     ):
+        master = None
+        if cfg.expect_workers:
+            master = (cfg.expect_workers, cfg.master_bind, cfg.master_port, cfg.workers_wait)
+            host = LOOPBACK if cfg.master_bind == "0.0.0.0" else cfg.master_bind
+            command = locust_worker_command(cfg.resolved_locustfile, host, cfg.master_port, cfg.tags)
+            run.data["locust_workers"] = {"expected": cfg.expect_workers, "command": command}
+            progress.note(
+                f"waiting up to {cfg.workers_wait:g} s for {cfg.expect_workers} Locust worker(s); start each with:\n"
+                f"  {command}"
+            )
         argv = locust_argv(
             cfg.resolved_locustfile, target.base, users=cfg.users, spawn_rate=cfg.spawn_rate, run_time_s=cfg.duration,
-            outputs=run.dir, tags=cfg.tags, processes=cfg.locust_processes,
+            outputs=run.dir, tags=cfg.tags, processes=cfg.locust_processes, master=master,
         )  # fmt: skip
         env = dict(os.environ, LOADLAB_HOST=target.base, LOADLAB_THRESHOLDS_OUT=str(run.dir / "thresholds.json"))
         locust = children.enter_context(ManagedProcess(argv, name="locust", env=env, log_path=run.dir / "locust.log"))
         run.data["pids"]["locust"] = locust.pid
-        _poll_during_load(run, locust, target, client, cfg, progress)
+        samples_at_start = _poll_during_load(run, locust, target, client, cfg, progress)
         run.data["locust_exit_code"] = locust.poll()
         if target.server is not None and (stopped := target.server.failure()) is not None:
             # Died in the last second, or during Locust's stop timeout: still a crash under load.
@@ -239,24 +251,31 @@ def _drive_load(
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 samples = client.get(f"{debug}/samples").json()
                 if samples.get("ticks"):
-                    run.data["loop_samples"] = samples
+                    run.data["loop_samples"] = samples_since(samples_at_start, samples)
         wait_quiet(client, target.debug_url)
         run.data["service_probe"] = probe_service_times(client, target.base, run.dir / LOCUST_OUTPUTS)
 
 
 def _poll_during_load(
     run: Run, locust: ManagedProcess, target: Target, client: httpx.Client, cfg: ProfileConfig, progress: Progress
-) -> None:
+) -> dict[str, Any] | None:
     """Once a second, until Locust exits: poll the app's inner state, show live progress, and
-    notice a server (or py-spy) that died under load."""
+    notice a server (or py-spy) that died under load. Returns the loop sampler's counts at the
+    moment py-spy attached, when it attaches late (remote workers), else None."""
     server = target.server
     start = time.monotonic()
-    deadline = start + cfg.duration + LOCUST_GRACE_S
+    deadline = start + cfg.duration + LOCUST_GRACE_S + (cfg.workers_wait if cfg.expect_workers else 0)
     meter = ProcessMeter({"server": run.data["pids"].get("server"), "locust": locust.pid})
+    samples_at_start: dict[str, Any] | None = None
     while locust.poll() is None:
         if time.monotonic() > deadline:
             raise RunFailed(f"Locust did not finish within {cfg.duration + LOCUST_GRACE_S:g} s; stopped it")
         if server is not None:
+            if server.attach_argv is not None and server.spy is None and _load_began(run.dir / "locust.log"):
+                run.data["pids"]["profiler"] = server.start_profiler()
+                if target.debug_prefix is not None:  # the loop sampler's record starts there too
+                    with contextlib.suppress(httpx.HTTPError, ValueError):
+                        samples_at_start = client.get(f"{target.base}{target.debug_prefix}/debug/samples").json()
             # Know every descendant by PID while it is still ours: if the master crashes, its
             # children are re-parented and could not be found from it any more.
             server.process.remember_descendants()
@@ -268,6 +287,7 @@ def _poll_during_load(
         run.save()  # once a second: an interrupted run keeps its time series
         progress.status(_status_line(point, max(0.0, cfg.duration - (time.monotonic() - start))))
         time.sleep(max(0.0, POLL_INTERVAL_S - (time.monotonic() - start) % POLL_INTERVAL_S))
+    return samples_at_start
 
 
 def _sample(client: httpx.Client, target: Target, meter: ProcessMeter, run_dir: Path, t: float) -> dict[str, Any]:
@@ -302,8 +322,11 @@ def _stop_server(run: Run, cfg: ProfileConfig, server: ProfiledServer | None, pr
     ):
         run.data["leftover_pids"] = server.stop()
     if cfg.profile:
-        run.data["profiler_exit_code"] = server.process.returncode
-        run.data["profiler_warnings"] = pyspy_warnings(run.dir / "server.log")
+        attached = server.attach_argv is not None
+        run.data["profiler_exit_code"] = server.spy_exit_code if attached else server.process.returncode
+        run.data["profiler_warnings"] = pyspy_warnings(server.spy_log if attached else run.dir / "server.log")
+        if attached and server.spy is None:
+            run.data["profile_error"] = "py-spy never started: the load never began"
 
 
 def _judge_health(run: Run) -> None:
@@ -344,11 +367,16 @@ def _start_server(
     )
     what = f"py-spy at {cfg.rate} Hz{' with --native' if cfg.native else ''}" if cfg.profile else "no profiler"
     with run.phase("server", progress, f"starting {cfg.app} on {base} ({what})"):
+        # Workers started elsewhere may take a while to come: py-spy then attaches when the load
+        # begins, so the wait is not in the profile.
         server = children.enter_context(
-            ProfiledServer(server_argv, profiler_argv=profiler, env=env, log_path=run.dir / "server.log")
-        )
+            ProfiledServer(
+                server_argv, profiler_argv=profiler, env=env, log_path=run.dir / "server.log",
+                attach=bool(cfg.expect_workers),
+            )
+        )  # fmt: skip
         run.artefact("server_log", run.dir / "server.log")
-        if cfg.profile:
+        if cfg.profile and server.attach_argv is None:
             run.data["pids"]["profiler"] = server.process.pid
         run.data["pids"]["server"] = server.server_pid()
     with run.phase("ready", progress, "waiting for the app to answer"):
@@ -386,11 +414,49 @@ def _collect_locust(run: Run) -> None:
         with contextlib.suppress(ValueError, OSError):
             run.data["thresholds"] = json.loads(thresholds.read_text())
             run.artefact("thresholds", thresholds)
+    if "locust_workers" in run.data:
+        run.data["locust_workers"]["missing"] = _missing_workers(run.dir / "locust.log")
     code = run.data.get("locust_exit_code")
+    workers = run.data.get("locust_workers") or {}
+    if any("Gave up" in m for m in workers.get("missing", [])):
+        came = (run.dir / "locust.log").read_text(errors="replace").count("reported as ready")
+        raise RunFailed(
+            f"{workers['expected']} Locust worker(s) were expected but {came} connected "
+            f"within --workers-wait; start each with: {workers['command']}"
+        )
     if code not in (0, None) and not run.data["stats"]:
         log = run.dir / "locust.log"
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""
         raise RunFailed(f"Locust exited with code {code} and produced no stats; its last output:\n{tail}")
+
+
+# What Locust's master logs when a worker stops answering, or never came.
+_WORKER_TROUBLE = re.compile(r"failed to send heartbeat|went missing|Gave up waiting for workers|Worker \S+ .*quit")
+_RUN_ENDED = re.compile(r"--run-time limit reached|Shutting down")  # workers quit after this by design
+
+
+def _load_began(log: Path) -> bool:
+    """The Locust master sent the users to its workers (it logs this once they all came)."""
+    try:
+        return "Sending spawn jobs" in log.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def _missing_workers(log: Path) -> list[str]:
+    """The master's lines about workers that vanished (or never connected) before the run's end,
+    without their prefix."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        if _RUN_ENDED.search(line):
+            break
+        if _WORKER_TROUBLE.search(line):
+            found.append(line.split("/", 1)[-1].split(": ", 1)[-1].strip())
+    return found[:5]
 
 
 def _read_locust_results(run: Run) -> None:

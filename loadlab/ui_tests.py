@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from loadlab.analysis.health import pyspy_warnings
 from loadlab.analysis.places import AppMap, load_app_map, place_of
 from loadlab.analysis.stacks import Frame
 from loadlab.config import ProfileConfig, run_secrets
-from loadlab.measure import ProcessMeter, probe_service_times
-from loadlab.processes import LOCUST_OUTPUTS, ManagedProcess, ProcessError, pyspy_argv
+from loadlab.measure import ProcessMeter, probe_service_times, samples_since
+from loadlab.processes import LOCUST_OUTPUTS, PYSPY_STOP_LADDER, ManagedProcess, ProcessError, pyspy_argv
 from loadlab.redact import scrub_folder
 from loadlab.report import render_run
 from loadlab.results import RAW_PROFILE, StoredDataError, load_run, write_json
@@ -37,8 +36,6 @@ TICK_S = 1.0
 FINAL_TIMEOUT_S = 10.0  # the records read at a test's end wait behind whatever still blocks the loop
 LIVE_MIN_SHARE = 0.01  # the live view lists what held the loop at least this share of the test so far
 OUTPUTS_WAIT_S = 20.0  # Locust writes a test's outputs at its end; a test that never gets them is still analysed
-# py-spy writes its profile on SIGINT; a big one takes a few seconds.
-PYSPY_LADDER = ((signal.SIGINT, 20.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0))
 
 
 @dataclasses.dataclass
@@ -57,37 +54,6 @@ class Session:
     @property
     def debug(self) -> str | None:
         return None if self.debug_prefix is None else f"{self.base}{self.debug_prefix}/debug"
-
-
-def sample_counts(snapshot: dict[str, Any]) -> dict[tuple[Any, ...], list[int]]:
-    return {
-        (s["function"], s["file"], s["line"], s["route"]): [s["cpu"], s["wait"], s["gil"], s.get("cpu_gil_free", 0)]
-        for s in snapshot.get("samples", [])
-    }
-
-
-def samples_since(before: dict[str, Any] | None, now: dict[str, Any]) -> dict[str, Any]:
-    """The loop sampler's record of one test: the counts now minus the counts at its start."""
-    if not before:
-        return now
-    old = sample_counts(before)
-    samples = []
-    for key, counts in sample_counts(now).items():
-        diff = [a - b for a, b in zip(counts, old.get(key, [0, 0, 0, 0]), strict=True)]
-        if any(diff):
-            function, file, line, route = key
-            samples.append(
-                {"function": function, "file": file, "line": line, "route": route,
-                 "cpu": diff[0], "wait": diff[1], "gil": diff[2], "cpu_gil_free": diff[3]}
-            )  # fmt: skip
-    samples.sort(key=lambda s: -(s["cpu"] + s["wait"] + s["gil"]))
-    return {
-        "hz": now.get("hz"),
-        "ticks": now.get("ticks", 0) - before.get("ticks", 0),
-        "outside_app": now.get("outside_app", 0) - before.get("outside_app", 0),
-        "gil_ticks": now.get("gil_ticks", 0) - before.get("gil_ticks", 0),
-        "samples": samples,
-    }
 
 
 def live_blockers(delta: dict[str, Any], app: AppMap, limit: int = 5) -> tuple[float | None, list[dict[str, Any]]]:
@@ -160,7 +126,9 @@ class ActiveTest:
                 folder / RAW_PROFILE, rate=self.cfg.rate, native=self.cfg.native,
                 nonblocking=self.cfg.nonblocking, pid=session.server_pid,
             )  # fmt: skip
-            self.spy = ManagedProcess(argv, name="py-spy", log_path=folder / "server.log", stop_ladder=PYSPY_LADDER)
+            self.spy = ManagedProcess(
+                argv, name="py-spy", log_path=folder / "server.log", stop_ladder=PYSPY_STOP_LADDER
+            )
             self.spy.start()
             self.run.data["pids"]["profiler"] = self.spy.pid
         self.run.save()

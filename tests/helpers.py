@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,46 @@ def kill_mid_load(role: str, args: list[str], out: Path) -> tuple[int, str, dict
         with contextlib.suppress(psutil.Error):
             stderr += f"\n[{role} {pid} after SIGKILL: {psutil.Process(pid).status()}]"
     return proc.returncode, stderr, run_json(out)
+
+
+TINY_APP = """
+import time
+
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+def slow_lookup(key: str) -> str:
+    time.sleep(0.02)  # a blocking call, in an async handler below
+    return key.upper()
+
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    return {"ok": "yes"}
+
+
+@app.get("/items/{key}")
+async def item(key: str) -> dict[str, str]:
+    return {"key": slow_lookup(key)}
+"""
+
+TINY_LOCUSTFILE = """
+from locust import FastHttpUser, task
+
+
+class Shopper(FastHttpUser):
+    @task
+    def item(self):
+        self.client.get("/items/abc", name="/items/{key}")
+"""
+
+
+def tiny_blocking_app(folder: Path) -> Path:
+    """A user's one-file FastAPI app (``shopapp:app``) whose async handler calls a blocking
+    ``slow_lookup``, with its locustfile ``shopper.py``, written into ``folder``."""
+    folder.mkdir()
+    (folder / "shopapp.py").write_text(textwrap.dedent(TINY_APP))
+    (folder / "shopper.py").write_text(textwrap.dedent(TINY_LOCUSTFILE))
+    return folder

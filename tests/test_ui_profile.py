@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 
 from loadlab.processes import LOOPBACK, free_port
 from loadlab.ui_page import safe_file  # not ui_plugin: importing Locust would patch pytest with gevent
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, REPO, assert_all_stopped
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, REPO, assert_all_stopped, tiny_blocking_app
 
 pytestmark = pytest.mark.live
 
@@ -185,49 +184,8 @@ def test_safe_file_keeps_to_the_session(tmp_path: Path) -> None:
         assert safe_file(session, bad) is None, bad
 
 
-APP = """
-import time
-
-from fastapi import FastAPI
-
-app = FastAPI()
-
-
-def slow_lookup(key: str) -> str:
-    time.sleep(0.02)  # a blocking call, in an async handler below
-    return key.upper()
-
-
-@app.get("/health")
-async def health() -> dict[str, str]:
-    return {"ok": "yes"}
-
-
-@app.get("/items/{key}")
-async def item(key: str) -> dict[str, str]:
-    return {"key": slow_lookup(key)}
-"""
-
-LOCUSTFILE = """
-from locust import FastHttpUser, task
-
-
-class Shopper(FastHttpUser):
-    @task
-    def item(self):
-        self.client.get("/items/abc", name="/items/{key}")
-"""
-
-
-def _user_app(folder: Path) -> Path:
-    folder.mkdir()
-    (folder / "shopapp.py").write_text(textwrap.dedent(APP))
-    (folder / "shopper.py").write_text(textwrap.dedent(LOCUSTFILE))
-    return folder
-
-
 def test_users_app_gets_its_blocker_named_and_ctrl_c_keeps_the_test(tmp_path: Path) -> None:
-    app = _user_app(tmp_path / "theirs")
+    app = tiny_blocking_app(tmp_path / "theirs")
     with loadlab_ui(tmp_path, "--app", "shopapp:app", "--locustfile", "shopper.py", cwd=app) as ui:
         ui.swarm(5)
         time.sleep(6)
@@ -256,7 +214,7 @@ def test_users_app_gets_its_blocker_named_and_ctrl_c_keeps_the_test(tmp_path: Pa
 
 
 def test_no_profile_records_nothing_and_says_so(tmp_path: Path) -> None:
-    app = _user_app(tmp_path / "theirs")
+    app = tiny_blocking_app(tmp_path / "theirs")
     with loadlab_ui(tmp_path, "--app", "shopapp:app", "--locustfile", "shopper.py", "--no-profile", cwd=app) as ui:
         assert "--no-profile" in httpx.get(ui.url + "/loadlab/profile", timeout=10).text
         ui.swarm(3)

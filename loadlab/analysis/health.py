@@ -131,6 +131,15 @@ def assess(run: dict[str, Any]) -> dict[str, Any]:
                 "app; run Locust with more processes (--locust-processes) or on cores of its own.",
             }
         )
+    workers = run.get("locust_workers") or {}
+    if workers.get("missing"):
+        problems.append(
+            {
+                "level": "failed",
+                "text": f"A Locust worker went missing during the run ({workers['missing'][0]}): the load was not "
+                "what was asked, and the figures mix two loads.",
+            }
+        )
     warnings = run.get("profiler_warnings") or []
     if warnings:
         problems.append(
