@@ -225,7 +225,7 @@ def _drive_load(
         master = None
         if cfg.expect_workers:
             master = (cfg.expect_workers, cfg.master_bind, cfg.master_port, cfg.workers_wait)
-            host = LOOPBACK if cfg.master_bind == "0.0.0.0" else cfg.master_bind
+            host = socket.gethostname() if cfg.master_bind == "0.0.0.0" else cfg.master_bind  # as others reach it
             command = locust_worker_command(cfg.resolved_locustfile, host, cfg.master_port, cfg.tags)
             run.data["locust_workers"] = {"expected": cfg.expect_workers, "command": command}
             progress.note(
