@@ -297,6 +297,17 @@ def _target_config(opts: dict[str, Any], **more: Any) -> ProfileConfig:
 )
 @click.option("--allow-remote", envvar="LOADLAB_ALLOW_REMOTE", is_flag=True, help="Let --target-host be remote.")
 @click.option(
+    "--agent",
+    envvar="LOADLAB_AGENT",
+    help="URL of a `loadlab agent` on the app's host: it starts and profiles the app there; the load goes from here.",
+)
+@click.option(
+    "--agent-token-file",
+    envvar="LOADLAB_AGENT_TOKEN_FILE",
+    type=click.Path(path_type=Path),
+    help="File holding the agent's token (the same as its --token-file).",
+)
+@click.option(
     "--out",
     envvar="LOADLAB_OUT",
     type=click.Path(path_type=Path),
@@ -334,6 +345,8 @@ def profile(**opts: Any) -> None:
         bind=opts["bind"],
         target_host=opts["target_host"],
         allow_remote=opts["allow_remote"],
+        agent=opts["agent"],
+        agent_token_file=opts["agent_token_file"],
         out=opts["out"],
         fail_ratio=opts["fail_ratio"],
     )
@@ -496,6 +509,15 @@ def ui(web_port: int, app_port: int, locust_args: tuple[str, ...], **opts: Any) 
     except (ChildError, ProcessError, RunFolderError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+
+
+@main.command(context_settings=_FORWARD)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def agent(args: tuple[str, ...]) -> None:
+    """Run next to the app on its own host: `loadlab profile --agent URL` profiles it there (--help for flags)."""
+    from loadlab.agent import main as agent_main
+
+    sys.exit(agent_main(list(args)))
 
 
 @main.command(context_settings=_FORWARD)

@@ -121,6 +121,9 @@ class ProfileConfig:
     master_bind: str = LOOPBACK
     master_port: int = 5557
     workers_wait: float = 60.0  # how long the master waits for them to connect
+    # A `loadlab agent` on the app's host starts and profiles the server there.
+    agent: str | None = None
+    agent_token_file: Path | None = None
 
     @property
     def names_demo_package(self) -> bool:
@@ -186,6 +189,12 @@ class ProfileConfig:
         check_bind(self.bind)
         if self.target_host is not None:
             _check_target_host(self.target_host, self.allow_remote)
+        if self.agent is not None:
+            if self.target_host is not None:
+                raise ConfigError("--agent starts the server on its host; --target-host loads one: use one of them")
+            _check_target_host(self.agent, self.allow_remote, "--agent")
+            if self.agent_token_file is None or not self.agent_token_file.is_file():
+                raise ConfigError("--agent needs --agent-token-file, a file holding the agent's token")
         if not self.health_path.startswith("/"):
             raise ConfigError(f"--health-path must start with '/'; got {self.health_path!r}")
         if self.out is not None and self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
@@ -243,17 +252,17 @@ def check_bind(host: str, flag: str = "--bind") -> None:
         ) from None
 
 
-def _check_target_host(url: str, allow_remote: bool) -> None:
+def _check_target_host(url: str, allow_remote: bool, flag: str = "--target-host") -> None:
     parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 - raises on a port out of range
     except ValueError:
-        raise ConfigError(f"--target-host has a bad port: {redact_url(url)!r}") from None
+        raise ConfigError(f"{flag} has a bad port: {redact_url(url)!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"--target-host must be an http:// or https:// URL; got {redact_url(url)!r}")
+        raise ConfigError(f"{flag} must be an http:// or https:// URL; got {redact_url(url)!r}")
     if not allow_remote and not is_loopback(parts.hostname):
         raise ConfigError(
-            f"--target-host {parts.hostname} is not a loopback address: loadlab only loads hosts you name "
+            f"{flag} {parts.hostname} is not a loopback address: loadlab only loads hosts you name "
             "on purpose; add --allow-remote if this one is yours to load"
         )
 
@@ -273,7 +282,8 @@ KNOWN_ENV = frozenset(
         # loadlab profile's flags
         "APP FACTORY SCENARIO LOCUSTFILE VARIANTS TAGS USERS SPAWN_RATE DURATION WORKERS SERVER "
         "LOCUST_PROCESSES LOOP RATE NATIVE NONBLOCKING NO_PROFILE NO_INSTRUMENT BIND TARGET_HOST "
-        "ALLOW_REMOTE HEALTH_PATH OUT PROFILES_DIR FAIL_RATIO PYSPY "
+        "ALLOW_REMOTE HEALTH_PATH OUT PROFILES_DIR FAIL_RATIO PYSPY EXPECT_WORKERS MASTER_BIND MASTER_PORT "
+        "WORKERS_WAIT AGENT AGENT_TOKEN_FILE "
         # the target app and the instrumentation
         "THREAD_TOKENS PROCESS_WORKERS UPSTREAM_URL UPSTREAM_TIMEOUT_S DB_PATH DATA_DIR STALL_MS "
         "POOL_SIZE POOL_TIMEOUT_MS DEBUG_ALLOW LOOP_SAMPLE_HZ "

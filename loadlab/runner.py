@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from loadlab.agent_client import AgentClient, AgentError
 from loadlab.analysis.attribution import analyse_profile
 from loadlab.analysis.health import STATUS_OF, assess, pyspy_warnings
 from loadlab.analysis.stacks import Profile, ProfileFormatError, read_raw
@@ -122,6 +123,7 @@ class Target:
     server: ProfiledServer | None
     base: str
     debug_prefix: str | None
+    agent: AgentClient | None = None
 
     @property
     def debug_url(self) -> str | None:
@@ -140,7 +142,7 @@ def run_once(cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str
             target = _start_target(run, cfg, children, client, progress)
             run.data["canary_idle"] = canary_idle(client, target.base + cfg.health_path)
             _drive_load(run, cfg, children, client, target, progress)
-            _stop_server(run, cfg, target.server, progress)
+            _stop_server(run, cfg, target, progress)
         _collect_locust(run)
         with run.phase("rendering", progress, "analysing, flame graphs and the report"):
             profile = _analyse(run, run_dir / RAW_PROFILE) if cfg.profile and not cfg.target_host else None
@@ -149,7 +151,7 @@ def run_once(cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str
     except (KeyboardInterrupt, Exception) as exc:
         _record_failure(run, exc)
         _keep_what_was_gathered(run, cfg)
-        if isinstance(exc, httpx.HTTPError):
+        if isinstance(exc, httpx.HTTPError | AgentError):
             raise RunFailed(run.data["reason"]) from None
         raise
     finally:
@@ -165,6 +167,8 @@ def _start_target(
     """Start the server (or check ``--target-host`` answers), find its instrumentation, and
     record its routes."""
     server: ProfiledServer | None = None
+    if cfg.agent:
+        return _start_on_agent(run, cfg, children, progress)
     if cfg.target_host:
         base = cfg.target_host.rstrip("/")
         _check_reachable(client, base + cfg.health_path)
@@ -176,6 +180,18 @@ def _start_target(
         run.artefact("routes", run.dir / "routes.json")
     run.data["server"] = {"url": redact_url(base), "debug_prefix": prefix}
     return Target(server, base, prefix)
+
+
+def _start_on_agent(run: Run, cfg: ProfileConfig, children: ExitStack, progress: Progress) -> Target:
+    """Ask the agent on the app's host to start the server under py-spy; the load goes to it from
+    here. The agent polls the app's loop (its debug routes answer their own host only)."""
+    assert cfg.agent is not None and cfg.agent_token_file is not None
+    agent = children.enter_context(AgentClient(cfg.agent, cfg.agent_token_file))
+    with run.phase("server", progress, f"asking the agent at {redact_url(cfg.agent)} to start {cfg.app}"):
+        started = agent.start(cfg)
+    run.data["agent"] = {"url": redact_url(cfg.agent), "recording": started["id"]}
+    run.data["server"] = {"url": redact_url(started["url"]), "debug_prefix": started["debug_prefix"]}
+    return Target(None, started["url"], None, agent)
 
 
 def _server_command(cfg: ProfileConfig, port: int) -> tuple[list[str], dict[str, str]]:
@@ -313,8 +329,18 @@ def _status_line(point: dict[str, Any], left_s: float) -> str:
     return f"{rps}, {point.get('failures', 0)} failures{lag_text}, {left_s:.0f} s left"
 
 
-def _stop_server(run: Run, cfg: ProfileConfig, server: ProfiledServer | None, progress: Progress) -> None:
+def _stop_server(run: Run, cfg: ProfileConfig, target: Target, progress: Progress) -> None:
     """Stop the server first, so py-spy writes its profile; Locust and the stub stop after it."""
+    if target.agent is not None:
+        with run.phase("stopping", progress, "stopping the server on the agent (py-spy writes the profile)"):
+            records = target.agent.stop(run.dir)
+        series = records.pop("timeseries", [])
+        run.data.update(records)
+        _merge_series(run.data["timeseries"], series, run.data["timings_s"].get("load", 0.0))
+        for name in records.get("files", []):
+            run.artefact({"server.log": "server_log", "routes.json": "routes"}.get(name, name), run.dir / name)
+        return
+    server = target.server
     if server is None:
         return
     with run.phase(
@@ -335,13 +361,28 @@ def _judge_health(run: Run) -> None:
     run.finish(STATUS_OF[health["verdict"]], health["problems"][0]["text"] if health["problems"] else None)
 
 
+def _merge_series(here: list[dict[str, Any]], there: list[dict[str, Any]], load_s: float) -> None:
+    """The agent's loop points (seconds since the server started) into the harness's (since the
+    load started), each by the nearest time: the load began ``there[-1] - load_s`` into the recording."""
+    if not there:
+        return
+    if not here:
+        here.extend(there)
+        return
+    offset = float(there[-1]["t"]) - load_s
+    for point in here:
+        nearest = min(there, key=lambda p: abs(float(p["t"]) - offset - float(point["t"])))
+        if abs(float(nearest["t"]) - offset - float(point["t"])) <= 0.6:
+            point.update({k: v for k, v in nearest.items() if k != "t"})
+
+
 def _record_failure(run: Run, exc: BaseException) -> None:
     if isinstance(exc, KeyboardInterrupt):
         run.finish("incomplete", f"interrupted during {run.data['phase']}")
     elif isinstance(exc, httpx.HTTPError):
         run.finish("failed", f"the server stopped answering ({type(exc).__name__}: {exc})")
     else:
-        run.finish("failed", str(exc) if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}")
+        run.finish("failed", str(exc) if isinstance(exc, RunFailed | AgentError) else f"{type(exc).__name__}: {exc}")
 
 
 def _start_server(
