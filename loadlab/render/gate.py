@@ -49,7 +49,8 @@ def terminal(outcome: SmokeOutcome) -> str:
                     f"{result:<6}  {source}"
                 )
             for c in step.verdict.broken:
-                lines.append(f"  broken budget: {c.name}: measured {_fmt(c.measured, c.unit)}, budget {_fmt(c.budget, c.unit)}")
+                measured, budget = _fmt(c.measured, c.unit), _fmt(c.budget, c.unit)
+                lines.append(f"  broken budget: {c.name}: measured {measured}, budget {budget}")
         if step.culprits:
             lines.append("  what blocked the event loop:")
             lines += [f"    {t}" for t in _culprit_lines(step.culprits)]
