@@ -393,6 +393,7 @@ class SmokeOutcome:
     exit_code: int
     seconds: float
     notes: tuple[str, ...] = ()
+    gate: Mapping[str, Any] | None = None  # the baseline gate's result (loadlab.analysis.regress.judge)
 
     @property
     def passed(self) -> bool:
@@ -407,6 +408,7 @@ class SmokeOutcome:
             "budgets": dict(self.budgets.values),
             "budget_sources": dict(self.budgets.sources),
             "notes": list(self.notes),
+            "baseline_gate": None if self.gate is None else {k: self.gate[k] for k in ("regressed", "method")},
             "steps": [
                 {
                     "name": s.name,

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -216,37 +216,59 @@ def _env_default(key: str, value: str) -> Iterator[None]:
 
 
 def run_app(
-    cfg: ProfileConfig, run_dir: Path, budgets: ResolvedBudgets, repeats: int, progress: Progress
+    cfg: ProfileConfig,
+    run_dir: Path,
+    budgets: ResolvedBudgets,
+    repeats: int,
+    progress: Progress,
+    baseline: ProfileConfig | None = None,
 ) -> SmokeOutcome:
-    """``repeats`` runs of the app (each on a fresh server, into its own folder), judged."""
+    """``repeats`` runs of the app, each on a fresh server into its own folder, judged by the
+    medians of their figures. With ``baseline`` (another app), its runs are interleaved with the
+    app's — A B B A A B…, so a machine that slows down or speeds up during the job weighs on both
+    sides alike — into ``baseline/`` and ``current/``."""
     started = time.monotonic()
-    folders = [run_dir] if repeats == 1 else [run_dir / f"run-{i}" for i in range(1, repeats + 1)]
-    suite = None
-    if repeats > 1:
-        suite = RunRecord.create(run_dir, "suite", cfg.to_dict(), loadlab_env(), variants=[], status="incomplete")
-    outcomes: list[StepOutcome] = []
+    sides = {"current": cfg} if baseline is None else {"baseline": baseline, "current": cfg}
+    single = repeats == 1 and baseline is None
+    suites: dict[str, RunRecord] = {}
+    if not single:
+        for side, side_cfg in sides.items():
+            side_dir = run_dir if baseline is None else run_dir / side
+            side_dir.mkdir(parents=True, exist_ok=True)
+            data = {"variants": [], "status": "incomplete", "smoke_side": side}
+            suites[side] = RunRecord.create(side_dir, "suite", side_cfg.to_dict(), loadlab_env(), **data)
+    outcomes: dict[str, list[StepOutcome]] = {side: [] for side in sides}
     with _env_default(LOOP_SAMPLE_ENV, SMOKE_SAMPLE_HZ):
-        for folder in folders:
-            outcomes.append(smoke_once(cfg, folder, budgets, progress))
-            if suite is not None:
-                suite.data["variants"].append({"name": folder.name, "dir": folder.name})
-                suite.save()
-    notes: list[str] = []
-    steps: tuple[StepOutcome, ...] = tuple(outcomes)
-    if len(outcomes) > 1:
-        judged = [o for o in outcomes if o.verdict is not None]
-        notes = [f"{o.name}: {render.status(o.exit_code)}" for o in outcomes]
-        if len(judged) == len(outcomes):
-            verdict = combine([o.verdict for o in judged if o.verdict is not None])
-            worst = max(outcomes, key=lambda o: (o.exit_code != 0, len(o.culprits)))
-            steps = (StepOutcome(f"median of {repeats} runs", run_dir, verdict.exit_code, verdict, worst.culprits),)
-        if suite is not None:
-            suite.data["status"] = "complete"
-            suite.save()
+        for i in range(1, repeats + 1):
+            for side in list(sides) if i % 2 else list(reversed(sides)):
+                folder = run_dir if single else suites[side].dir / f"run-{i}"
+                if baseline is not None:
+                    progress.note(f"— {side} ({sides[side].app}), run {i} of {repeats}")
+                outcomes[side].append(smoke_once(sides[side], folder, budgets, progress))
+                if side in suites:
+                    suites[side].data["variants"].append({"name": folder.name, "dir": folder.name})
+                    suites[side].save()
+    for suite in suites.values():
+        suite.data["status"] = "complete"
+        suite.save()
+    notes = [f"baseline {o.name}: {render.status(o.exit_code)}" for o in outcomes.get("baseline", [])]
+    steps = _judged(outcomes["current"], run_dir)
+    if len(outcomes["current"]) > 1:
+        notes += [f"{o.name}: {render.status(o.exit_code)}" for o in outcomes["current"]]
     code = exit_code_of([s.exit_code for s in steps])
     if any(s.exit_code == 2 for s in steps):
         code = 2
     return SmokeOutcome(cfg.app, steps, budgets, code, round(time.monotonic() - started, 1), tuple(notes))
+
+
+def _judged(outcomes: list[StepOutcome], run_dir: Path) -> tuple[StepOutcome, ...]:
+    """One run as it is; repeats as one step judged on the medians (if every run was judged)."""
+    if len(outcomes) == 1 or any(o.verdict is None for o in outcomes):
+        return tuple(outcomes)
+    verdict = combine([o.verdict for o in outcomes if o.verdict is not None])
+    worst = max(outcomes, key=lambda o: (o.exit_code != 0, len(o.culprits)))
+    name = f"median of {len(outcomes)} runs"
+    return (StepOutcome(name, run_dir, verdict.exit_code, verdict, worst.culprits),)
 
 
 def smoke_once(cfg: ProfileConfig, folder: Path, budgets: ResolvedBudgets, progress: Progress) -> StepOutcome:
@@ -290,6 +312,10 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--repeats", type=int, default=int(env("LOADLAB_REPEATS") or 1),
                       help="runs of the app, each on a fresh server; budgets judge their medians")  # fmt: skip
     what.add_argument("--profile", action="store_true", help="record py-spy too (off by default)")
+    gate = p.add_argument_group("baseline gate (see loadlab compare --fail-on)")
+    gate.add_argument("--baseline-app", default=None, help="another app (MODULE:ATTR) run interleaved with --app")
+    gate.add_argument("--baseline", type=Path, default=None, help="a stored smoke run folder to compare against")
+    gate.add_argument("--fail-on", default=env("LOADLAB_FAIL_ON"), help="rules, e.g. 'rps:-10%%,p95:+20%%'")
     what.add_argument("--variant", choices=sorted(SUITES), default=env("SMOKE_VARIANT", "healthy"),
                       help="the demo's suite, without --app")  # fmt: skip
     budgets = p.add_argument_group("budgets (flag > LOADLAB_* env > pyproject.toml [tool.loadlab.smoke] > default)")
@@ -317,14 +343,47 @@ def app_config(args: argparse.Namespace, budgets: ResolvedBudgets, profiles_dir:
     ).validated()  # fmt: skip
 
 
+def _check_gate(args: argparse.Namespace) -> None:
+    from loadlab.analysis.regress import parse_rules
+
+    if (args.baseline_app or args.baseline) and args.app is None:
+        raise ConfigError("--baseline-app and --baseline need --app")
+    if args.baseline_app and args.baseline:
+        raise ConfigError("--baseline-app runs a baseline, --baseline reads one: give one of them")
+    if args.fail_on is not None:
+        if not (args.baseline_app or args.baseline):
+            raise ConfigError("--fail-on needs a baseline: --baseline-app MODULE:ATTR or --baseline RUN_FOLDER")
+        parse_rules(args.fail_on)
+    if args.baseline is not None and not (args.baseline / "run.json").is_file():
+        raise ConfigError(f"--baseline {args.baseline}: no run.json there (a folder written by loadlab smoke)")
+
+
+def _gate(args: argparse.Namespace, run_dir: Path, outcome: SmokeOutcome) -> SmokeOutcome:
+    """The baseline gate after the runs, into ``run_dir/baseline-gate``, its lines printed; a
+    regression makes a passed smoke fail (exit 1)."""
+    from loadlab.baseline import summary_lines, write_gate
+
+    baseline, current = (run_dir / "baseline", run_dir / "current") if args.baseline_app else (args.baseline, run_dir)
+    if args.fail_on is None or any(s.verdict is None for s in outcome.steps):
+        return outcome
+    result = write_gate(baseline, current, args.fail_on, run_dir / "baseline-gate")
+    print("\n".join(summary_lines(result)), flush=True)
+    code = 1 if result["regressed"] and outcome.exit_code == 0 else outcome.exit_code
+    return replace(outcome, gate=result, exit_code=code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from loadlab.analysis.regress import RuleError
+
     args = parser().parse_args(argv)
     try:
         defaults = DEMO_DEFAULTS if args.app is None else APP_DEFAULTS
         flags = {s.key: getattr(args, s.key) for s in SETTINGS}
         budgets = resolve_budgets(flags, os.environ, args.pyproject, defaults)
+        _check_gate(args)
         cfg = app_config(args, budgets, args.out) if args.app is not None else None
-    except (BudgetError, ConfigError) as exc:
+        base_cfg = replace(cfg, app=args.baseline_app).validated() if cfg and args.baseline_app else None
+    except (BudgetError, ConfigError, RuleError) as exc:
         print(f"smoke: {exc}", file=sys.stderr)
         return 2
     label = args.variant if cfg is None else cfg.resolved_locustfile.stem
@@ -334,11 +393,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg is None:
             outcome = run_demo(args.variant, run_dir, budgets)
         else:
-            outcome = run_app(cfg, run_dir, budgets, args.repeats, Progress(quiet=args.quiet))
+            outcome = run_app(cfg, run_dir, budgets, args.repeats, Progress(quiet=args.quiet), base_cfg)
             print(render.terminal(outcome), flush=True)
+            outcome = _gate(args, run_dir, outcome)
         write_outputs(outcome, run_dir, args.junit_xml)
     except (ProcessError, RunFolderError) as exc:
         print(f"smoke: could not run: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, KeyError) as exc:  # a --baseline folder this loadlab cannot read
+        print(f"smoke: the baseline gate could not read {args.baseline}: {exc}", file=sys.stderr)
         return 2
     verdict = "PASSED" if outcome.passed else render.status(outcome.exit_code)
     print(f"smoke {label}: {verdict} in {outcome.seconds} s; outputs in {run_dir}", flush=True)

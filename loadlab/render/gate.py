@@ -4,8 +4,11 @@ and JUnit XML (one test case per budget, which GitHub, GitLab and Jenkins displa
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from loadlab.analysis.regress import blocker_text
 from loadlab.budgets import Check
 from loadlab.budgets import format_value as _fmt
 from loadlab.gates import Culprit, SmokeOutcome, StepOutcome
@@ -86,6 +89,10 @@ def markdown(outcome: SmokeOutcome, run_dir: Path) -> str:
                 out += ["", f"**Advice:** `{step.culprit.function}` is {step.culprit.advice}"]
             out.append("")
     out += [f"- note: {n}" for n in outcome.notes]
+    if outcome.gate is not None:
+        from loadlab.render.regress import markdown as gate_markdown
+
+        out += ["", gate_markdown(dict(outcome.gate))]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -129,7 +136,31 @@ def junit_xml(outcome: SmokeOutcome) -> str:
             suite.set(k, str(v))
             totals[k] += v
         suite.set("skipped", "0")
+    if outcome.gate is not None:
+        _gate_suite(root, outcome.gate, totals)
     for k, v in totals.items():
         root.set(k, str(v))
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _gate_suite(root: ET.Element, gate: Mapping[str, Any], totals: dict[str, int]) -> None:
+    """The baseline gate as a test suite: a test case per rule, a failure for a regression that
+    names the blockers that appeared or grew."""
+    suite = ET.SubElement(root, "testsuite", name="loadlab baseline gate")
+    worse = [blocker_text(b) for b in gate["blockers"] if b["status"] in ("appeared", "grew")]
+    failures = 0
+    for row in gate["rules"]:
+        case = ET.SubElement(suite, "testcase", name=row["rule"], classname="loadlab.baseline", time="0")
+        if row["regression"]:
+            failures += 1
+            message = "; ".join([row["text"], *worse[:2]])
+            ET.SubElement(case, "failure", message=message, type="Regression").text = "\n".join(
+                [row["text"], gate["method"], *worse]
+            )
+    suite.set("tests", str(len(gate["rules"])))
+    suite.set("failures", str(failures))
+    suite.set("errors", "0")
+    suite.set("skipped", "0")
+    totals["tests"] += len(gate["rules"])
+    totals["failures"] += failures
