@@ -300,16 +300,18 @@ def _split(value: str | None) -> tuple[str, ...]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="loadlab smoke", description=(__doc__ or "").split("\n")[0])
+    about = "Short headless load runs judged against budgets, for CI; when one breaks, what blocked the loop."
+    p = argparse.ArgumentParser(prog="loadlab smoke", description=about)
     env = os.environ.get
     what = p.add_argument_group("what to load (with --app; without it, the demo app's suites)")
     what.add_argument("--app", default=env("LOADLAB_APP"), help="your ASGI app, MODULE:ATTR (env LOADLAB_APP)")
     what.add_argument("--factory", action="store_true", default=env("LOADLAB_FACTORY") == "1")
     what.add_argument("--locustfile", type=Path, default=env("LOADLAB_LOCUSTFILE"), help="needed with --app")
     what.add_argument("--tags", "-T", default=env("LOADLAB_TAGS"), help="Locust tags (e.g. checkout,search)")
-    what.add_argument("--users", "-u", type=int, default=int(env("LOADLAB_USERS") or 10))
-    what.add_argument("--duration", "-t", type=float, default=float(env("LOADLAB_DURATION") or 8), help="seconds")
-    what.add_argument("--repeats", type=int, default=int(env("LOADLAB_REPEATS") or 1),
+    # String defaults go through ``type`` too: a bad env value is a usage error, not a traceback.
+    what.add_argument("--users", "-u", type=int, default=env("LOADLAB_USERS") or "10")
+    what.add_argument("--duration", "-t", type=float, default=env("LOADLAB_DURATION") or "8", help="seconds")
+    what.add_argument("--repeats", type=int, default=env("LOADLAB_REPEATS") or "1",
                       help="runs of the app, each on a fresh server; budgets judge their medians")  # fmt: skip
     what.add_argument("--profile", action="store_true", help="record py-spy too (off by default)")
     gate = p.add_argument_group("baseline gate (see loadlab compare --fail-on)")
