@@ -28,7 +28,9 @@ def run_dirs(path: Path) -> list[Path]:
     return [path]
 
 
-def _diff_flamegraph(base: list[Path], now: list[Path], out_dir: Path) -> Path | None:
+def write_diff_flamegraph(base: list[Path], now: list[Path], out_dir: Path) -> Path | None:
+    """``flamegraph-loop-diff.svg`` in ``out_dir``: the event loop of the ``now`` runs against the
+    ``base`` runs; None (nothing written) unless every run has a py-spy profile."""
     raws = [[d / RAW_PROFILE for d in side] for side in (base, now)]
     if not all(raws) or not all(p.is_file() and p.stat().st_size for side in raws for p in side):
         return None
@@ -53,7 +55,7 @@ def write_gate(baseline: Path, current: Path, fail_on: str, out_dir: Path) -> di
     result = judge(rules, [load_run(d) for d in base_dirs], [load_run(d) for d in now_dirs])
     result.update(baseline=str(baseline), current=str(current), fail_on=fail_on)
     out_dir.mkdir(parents=True, exist_ok=True)
-    diff = _diff_flamegraph(base_dirs, now_dirs, out_dir)
+    diff = write_diff_flamegraph(base_dirs, now_dirs, out_dir)
     result["flamegraph_diff"] = diff.name if diff else None
     write_json(out_dir / "comparison.json", result)
     (out_dir / "comparison.md").write_text(render.markdown(result), encoding="utf-8")

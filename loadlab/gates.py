@@ -111,7 +111,7 @@ class ResolvedBudgets:
         pct, _, row = name.partition(" ")
         if pct in PERCENTILES:
             endpoints = self.budgets.endpoints
-            if any(row.endswith(n) and pct in endpoints[n] for n in endpoints):
+            if any((row == n or row.endswith(f" {n}")) and pct in endpoints[n] for n in endpoints):
                 return self.sources.get("endpoint_budgets", "")
             return self.sources.get(f"{pct}_ms", "")
         return "loadlab"  # requests made, generator CPU: a run that cannot be judged otherwise

@@ -110,3 +110,8 @@ def test_gate_never_fails_an_app_against_itself_and_fails_the_slowed_one_naming_
     assert frame is not None, "list_items is not a new frame in the differential flame graph"
     assert 'fill="rgb(235,60,60)"' in frame.group(0)
     assert "flamegraph-loop-diff.svg" in (gate / "comparison.html").read_text()
+    # Plain `loadlab compare` of the two folders draws it too, in its comparison.html.
+    plain = loadlab("compare", "out/slow/baseline", "out/slow/current", "--out", "cmp", cwd=folder, timeout=60)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert "new in CURRENT" in (folder / "cmp" / "flamegraph-loop-diff.svg").read_text()
+    assert "flamegraph-loop-diff.svg" in (folder / "cmp" / "comparison.html").read_text()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
 from loadlab.analysis.regress import blocker_text
-from loadlab.render.html import STYLE, esc
+from loadlab.render.html import STYLE, diff_flamegraph_section, esc
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -39,15 +38,7 @@ def html_report(result: dict[str, Any], diff: Path | None) -> str:
     )
     blockers = "".join(f'<div class="v {"problem" if b["status"] in ("appeared", "grew") else "ok"}">'
                        f"{esc(blocker_text(b))}</div>" for b in result["blockers"])  # fmt: skip
-    flame = ""
-    if diff is not None:
-        data = base64.b64encode(diff.read_bytes()).decode()
-        flame = (
-            f'<h2>The event loop, current against baseline</h2><p class="small">Red: a larger share of the '
-            f"loop than in the baseline (dashed: new); blue: smaller; width: the current runs. "
-            f'<a href="{esc(diff.name)}">Open on its own</a> to click-zoom.</p>'
-            f'<img alt="differential flame graph" src="data:image/svg+xml;base64,{data}">'
-        )
+    flame = diff_flamegraph_section(diff, "current against baseline")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>loadlab baseline gate</title>
 <style>{STYLE}</style></head><body><h1>loadlab baseline gate: {esc(head)}</h1>
 <div class="meta">{esc(result["current"])} against {esc(result["baseline"])}</div>
