@@ -165,3 +165,39 @@ def test_user_app_passes_then_a_5ms_sleep_fails_naming_function_and_line(tmp_pat
         assert failure is not None
         message = failure.get("message", "")
         assert "measured" in message and "budget" in message and f"list_items ({where}" in message
+
+
+def _run(cpu: float, lag_p99: float, p95: float = 10.0) -> dict[str, object]:
+    """The keys of run.json a verdict is made of, as a run records them."""
+    row = {"name": "/items", "method": "GET", "requests": 500, "failures": 0, "p95_ms": p95, "p99_ms": p95 + 5}
+    total = {**row, "name": "Aggregated", "method": ""}
+    series = [{"t": float(t), "lag_ms": {"p99": lag_p99}, "locust_cpu_percent": cpu} for t in range(6)]
+    return {"stats": [row, total], "timeseries": series}
+
+
+def test_a_saturated_generator_makes_the_run_invalid_exit_3_and_a_junit_error(tmp_path: Path) -> None:
+    from loadlab.gates import SmokeOutcome, StepOutcome, judge_run
+    from loadlab.render.gate import junit_xml
+
+    budgets = resolve_budgets({}, {}, tmp_path / "none.toml", APP_DEFAULTS)
+    ok, saturated = judge_run(_run(40.0, 3.0), budgets.budgets), judge_run(_run(97.0, 3.0), budgets.budgets)
+    assert ok.exit_code == 0 and saturated.exit_code == 3
+    step = StepOutcome("run", tmp_path, saturated.exit_code, saturated)
+    outcome = SmokeOutcome("app", (step,), budgets, 3, 1.0)
+    (tmp_path / "j.xml").write_text(junit_xml(outcome))
+    cases = junit_cases(tmp_path / "j.xml")
+    error = cases["load generator CPU"].find("error")
+    assert error is not None and "measured 97%, budget 90%" in error.get("message", "")
+
+
+def test_repeats_are_judged_on_their_medians() -> None:
+    from loadlab.gates import combine, judge_run
+
+    budgets = resolve_budgets({}, {}, Path("/nonexistent.toml"), APP_DEFAULTS).budgets
+    runs = [judge_run(_run(30.0, lag), budgets) for lag in (5.0, 40.0, 8.0)]  # one noisy run
+    assert runs[1].exit_code == 1
+    combined = combine(runs)
+    lag = next(c for c in combined.checks if c.name == "event-loop lag p99")
+    assert lag.measured == 8.0 and lag.passed and combined.exit_code == 0
+    runs = [judge_run(_run(30.0, lag), budgets) for lag in (50.0, 40.0, 8.0)]
+    assert combine(runs).exit_code == 1
