@@ -39,23 +39,20 @@ from typing import Any
 
 import httpx
 
+from loadlab.analysis.culprits import Culprit, culprits_of, sampler_culprits, stall_culprits
 from loadlab.budgets import BudgetError
 from loadlab.config import DEMO_APP, ConfigError, ProfileConfig, loadlab_env
 from loadlab.gates import (
     APP_DEFAULTS,
     SETTINGS,
-    Culprit,
     ResolvedBudgets,
     SmokeOutcome,
     StepOutcome,
     as_checks,
     combine,
-    culprits_of,
     exit_code_of,
     judge_run,
     resolve_budgets,
-    sampler_culprits,
-    stall_culprits,
 )
 from loadlab.instrument import LOOP_SAMPLE_ENV
 from loadlab.processes import ManagedProcess, ProcessError, locust_argv, upstream_stub, uvicorn_server

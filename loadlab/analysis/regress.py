@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadlab.analysis.compare import run_metrics
-from loadlab.gates import culprits_of, loop_busy, loop_lag_p99
+from loadlab.analysis.culprits import culprits_of
+from loadlab.gates import loop_busy, loop_lag_p99
 from loadlab.results import aggregated_row, endpoint_rows
 
 ALPHA = 0.05

@@ -8,10 +8,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from loadlab.analysis.culprits import Culprit
 from loadlab.analysis.regress import blocker_text
 from loadlab.budgets import Check
 from loadlab.budgets import format_value as _fmt
-from loadlab.gates import Culprit, SmokeOutcome, StepOutcome
+from loadlab.gates import SmokeOutcome, StepOutcome
 
 MAX_CULPRITS = 5
 
