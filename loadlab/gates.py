@@ -12,7 +12,7 @@ import math
 import statistics
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -304,10 +304,7 @@ class SmokeOutcome:
                     "exit_code": s.exit_code,
                     "error": s.error,
                     "verdict": s.verdict.to_json() if s.verdict else None,
-                    "culprits": [
-                        {k: v for k, v in c.__dict__.items() if k != "advice"} | {"advice": c.advice}
-                        for c in s.culprits
-                    ],
+                    "culprits": [asdict(c) for c in s.culprits],
                 }
                 for s in self.steps
             ],
