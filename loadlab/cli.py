@@ -412,10 +412,25 @@ def report(run_dir: Path) -> None:
 @main.command(name="compare")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for comparison.html/.md.")
-def compare_cmd(run_dirs: tuple[Path, ...], out: Path | None) -> None:
+@click.option(
+    "--fail-on",
+    envvar="LOADLAB_FAIL_ON",
+    help="Baseline gate: with BASELINE CURRENT, exit 1 on a regression beyond these rules and beyond the "
+    "noise, e.g. 'rps:-10%,p95:+20%,loop_busy:+10pp'.",
+)
+def compare_cmd(run_dirs: tuple[Path, ...], out: Path | None, fail_on: str | None) -> None:
     """Compare runs (a suite counts as its variants), each against the first; repeats of a
     variant (same name, app, locustfile and tags) are summarised as median and range. Runs that
-    share only a name are named apart; a folder given twice counts once."""
+    share only a name are named apart; a folder given twice counts once.
+
+    With --fail-on, the baseline gate: BASELINE CURRENT (each a run, or a folder of repeats from
+    `loadlab smoke --repeats N`), judged rule by rule; with 3 or more runs a side a regression must
+    also pass a one-sided Mann–Whitney U test at p <= 0.05, with fewer the rules alone decide. Writes
+    comparison.html/.md/.json (and a differential flame graph of the event loop when both sides have
+    py-spy profiles) into --out, default CURRENT/baseline-gate."""
+    if fail_on is not None:
+        _baseline_gate(run_dirs, out, fail_on)
+        return
     from loadlab.report import write_comparison
     from loadlab.results import read_json
 
@@ -424,6 +439,23 @@ def compare_cmd(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     for note in _stored(lambda: read_json(path.with_name("comparison.json"))).get("notes", []):
         click.echo(f"note: {note}", err=True)
     click.echo(path)
+
+
+def _baseline_gate(run_dirs: tuple[Path, ...], out: Path | None, fail_on: str) -> None:
+    from loadlab.analysis.regress import RuleError, parse_rules
+    from loadlab.baseline import summary_lines, write_gate
+
+    if len(run_dirs) != 2:
+        raise click.UsageError(f"--fail-on compares two folders, BASELINE CURRENT; got {len(run_dirs)}")
+    try:
+        parse_rules(fail_on)
+    except RuleError as exc:
+        raise click.UsageError(str(exc)) from None
+    target = out or run_dirs[1] / "baseline-gate"
+    result = _stored(lambda: write_gate(run_dirs[0], run_dirs[1], fail_on, target), run_dirs[1])
+    click.echo("\n".join(summary_lines(result)))
+    click.echo(target / "comparison.html")
+    sys.exit(1 if result["regressed"] else 0)
 
 
 @main.command()
@@ -465,7 +497,7 @@ _FORWARD = {"ignore_unknown_options": True, "allow_extra_args": True, "help_opti
 @main.command(context_settings=_FORWARD)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def smoke(args: tuple[str, ...]) -> None:
-    """CI smoke gates on the demo app: short headless runs judged against budgets (--help for flags)."""
+    """CI smoke gates on your app (--app) or the demo: budgets, the culprit, JUnit (--help for flags)."""
     from loadlab.smoke import main as smoke_main
 
     sys.exit(smoke_main(list(args)))

@@ -207,7 +207,13 @@ def write_comparison(paths: list[Path], out_dir: Path) -> Path:
     for name, (_, data) in zip(shown, runs, strict=True):
         if name not in findings:
             findings[name] = verdicts(data)
-    (out_dir / "comparison.html").write_text(html.comparison_report(result, links, findings), encoding="utf-8")
+    diff = None
+    if len(paths) == 2:  # two folders: the second's event loop against the first's
+        from loadlab.baseline import run_dirs, write_diff_flamegraph
+
+        diff = write_diff_flamegraph(run_dirs(paths[0]), run_dirs(paths[1]), out_dir)
+    page = html.comparison_report(result, links, findings, diff)
+    (out_dir / "comparison.html").write_text(page, encoding="utf-8")
     (out_dir / "comparison.md").write_text(markdown.comparison(result), encoding="utf-8")
     write_json(out_dir / "comparison.json", result)
     return out_dir / "comparison.html"

@@ -38,8 +38,8 @@ from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
+from loadlab.budgets import Budgets, GateVerdict, RowStats, evaluate, parse_endpoint_budgets
 from loadtests import appstate
-from loadtests.budgets import Budgets, GateVerdict, RowStats, evaluate, parse_endpoint_budgets
 
 logger = logging.getLogger("loadlab.thresholds")
 

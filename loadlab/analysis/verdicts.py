@@ -99,6 +99,11 @@ def _advice(b: dict[str, Any], gain: str) -> str:
     return "whether it waited or computed is unknown (record with --native, or let the loop sampler see it)."
 
 
+def advice_for(blocker: dict[str, Any], gain: str = "") -> str:
+    """What to do about a blocker of this ``kind`` (and ``place``): the sentence the report ends on."""
+    return _advice(blocker, gain)
+
+
 def blocker_verdicts(run: dict[str, Any]) -> list[Verdict]:
     analysis = run.get("analysis")
     if not analysis:

@@ -119,7 +119,23 @@ def run_report(run_dir: Path, run: dict[str, Any], report: dict[str, Any]) -> st
 </body></html>"""
 
 
-def comparison_report(result: dict[str, Any], links: dict[str, str], findings: dict[str, list[dict[str, str]]]) -> str:
+def diff_flamegraph_section(path: Path | None, what: str) -> str:
+    """The differential flame graph of the event loop (:mod:`loadlab.render.flamediff`), embedded."""
+    if path is None or not path.exists():
+        return ""
+    return (
+        f'<h2>The event loop, {esc(what)}</h2><p class="small">Red: a larger share of the loop than before '
+        "(dashed outline: new); blue: a smaller one; width: the later runs.</p>"
+        + _svg(path, "differential flame graph")
+    )
+
+
+def comparison_report(
+    result: dict[str, Any],
+    links: dict[str, str],
+    findings: dict[str, list[dict[str, str]]],
+    diff: Path | None = None,
+) -> str:
     names = [r["name"] for r in result["rows"]]
     rps = [float((r["rps"] or {}).get("median") or 0) for r in result["rows"]]
     busy = [100.0 * float((r["loop_busy"] or {}).get("median") or 0) for r in result["rows"]]
@@ -145,4 +161,5 @@ def comparison_report(result: dict[str, Any], links: dict[str, str], findings: d
 {section(comparison_table(result), links)}
 <div class="charts">{_img(charts.comparison_chart(names, rps, "requests/s (endpoints, canary aside)"), "throughput")}
 {_img(charts.comparison_chart(names, busy, "% of event-loop samples busy (not parked)"), "loop busy")}</div>
+{diff_flamegraph_section(diff, "the second folder against the first")}
 </body></html>"""
