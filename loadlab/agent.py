@@ -16,6 +16,7 @@ machine reaches it at).
 
     POST /recordings                 {"app": "pkg.main:app", ...}   → {"id", "url", "debug_prefix"}
     GET  /recordings/<id>                                           → its state
+    POST /recordings/<id>/profile                                   → py-spy attaches: the load begins
     POST /recordings/<id>/stop                                      → the records, and its files
     GET  /recordings/<id>/files/<name>                              → one file of its folder
 """
@@ -47,6 +48,7 @@ from loadlab.agent_client import SETTINGS, read_token
 from loadlab.analysis.health import pyspy_warnings
 from loadlab.config import ConfigError, ProfileConfig, check_bind
 from loadlab.instrument import LOOP_SAMPLE_ENV
+from loadlab.measure import samples_since
 from loadlab.processes import ProcessError, ProfiledServer, free_port, pyspy_argv, upstream_stub, wait_ready
 from loadlab.results import RAW_PROFILE
 from loadlab.ui_page import safe_file
@@ -54,7 +56,7 @@ from loadlab.ui_page import safe_file
 MAX_BODY = 64 * 1024  # a recording's settings; nothing bigger is read
 MAX_FILE = 512 * 1024 * 1024  # a file handed back (a raw profile of a long run is tens of MB)
 MAX_SERIES = 3600  # one point a second
-FILES = (RAW_PROFILE, "server.log", "routes.json")
+FILES = (RAW_PROFILE, "server.log", "py-spy.log", "routes.json")
 _ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
 
 
@@ -70,6 +72,7 @@ class Recording:
     started: float = field(default_factory=time.monotonic)
     timeseries: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] | None = None
+    samples_at_start: dict[str, Any] | None = None
     stop_polling: threading.Event = field(default_factory=threading.Event)
 
 
@@ -111,11 +114,14 @@ class Agent:
         if cfg.profile:
             env[LOOP_SAMPLE_ENV] = str(LOOP_SAMPLE_HZ)
         profiler = pyspy_argv(folder / RAW_PROFILE, rate=cfg.rate, native=cfg.native, nonblocking=cfg.nonblocking)
+        # py-spy attaches when the harness says the load begins (POST …/profile): the start-up and
+        # the wait for the harness are not in the profile.
         server = children.enter_context(
             ProfiledServer(
-                argv, profiler_argv=profiler if cfg.profile else None, env=env, log_path=folder / "server.log"
+                argv, profiler_argv=profiler if cfg.profile else None, env=env, log_path=folder / "server.log",
+                attach=True,
             )
-        )
+        )  # fmt: skip
         url = f"http://{self.app_host}:{port}"
         try:
             wait_ready(server, url + cfg.health_path, timeout=cfg.ready_timeout, any_status=True)
@@ -151,6 +157,13 @@ class Agent:
                 if len(rec.timeseries) < MAX_SERIES:
                     rec.timeseries.append(point)
 
+    def begin(self, rec: Recording) -> int | None:
+        """The load begins: py-spy attaches, and the loop sampler's record starts here too."""
+        if rec.debug_prefix is not None:
+            with httpx.Client(timeout=5.0) as client, contextlib.suppress(httpx.HTTPError, ValueError):
+                rec.samples_at_start = client.get(f"{rec.url}{rec.debug_prefix}/debug/samples").json()
+        return rec.server.start_profiler()
+
     def stop(self, rid: str) -> dict[str, Any]:
         rec = self.recordings[rid]
         with self.lock:
@@ -166,11 +179,13 @@ class Agent:
                     with contextlib.suppress(httpx.HTTPError, ValueError):
                         samples = client.get(f"{debug}/samples").json()
                         if samples.get("ticks"):
-                            records["loop_samples"] = samples
+                            records["loop_samples"] = samples_since(rec.samples_at_start, samples)
             records["leftover_pids"] = rec.server.stop()
             rec.children.close()
-            records["profiler_exit_code"] = rec.server.process.returncode if rec.cfg.profile else None
-            records["profiler_warnings"] = pyspy_warnings(rec.folder / "server.log")
+            records["profiler_exit_code"] = rec.server.spy_exit_code
+            records["profiler_warnings"] = pyspy_warnings(rec.server.spy_log)
+            if rec.cfg.profile and rec.server.spy is None:
+                records["profile_error"] = "py-spy never started: the harness never said the load began"
             records["timeseries"] = rec.timeseries
             records["files"] = [name for name in FILES if (rec.folder / name).is_file()]
             rec.result = records
@@ -212,6 +227,10 @@ def _handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
             parts = self.path.strip("/").split("/")
             if parts == ["recordings"]:
                 self._start()
+            elif len(parts) == 3 and parts[0] == "recordings" and parts[2] == "profile":
+                if (rec := self._recording(parts[1])) is not None:
+                    pid = agent.owner.submit(agent.begin, rec).result() if rec.result is None else None
+                    self._send(HTTPStatus.OK, {"profiler_pid": pid})
             elif len(parts) == 3 and parts[0] == "recordings" and parts[2] == "stop":
                 if (rec := self._recording(parts[1])) is not None:
                     self._send(HTTPStatus.OK, agent.owner.submit(agent.stop, rec.id).result())

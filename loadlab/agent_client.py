@@ -78,6 +78,11 @@ class AgentClient:
         self.recording = started["id"]
         return started
 
+    def begin(self) -> None:
+        """The load begins: py-spy attaches to the server now."""
+        assert self.recording is not None
+        self._call("POST", f"/recordings/{self.recording}/profile")
+
     def stop(self, into: Path) -> dict[str, Any]:
         """Stop the recording; write its files into ``into``; return its records."""
         assert self.recording is not None

@@ -253,6 +253,8 @@ def _drive_load(
             outputs=run.dir, tags=cfg.tags, processes=cfg.locust_processes, master=master,
         )  # fmt: skip
         env = dict(os.environ, LOADLAB_HOST=target.base, LOADLAB_THRESHOLDS_OUT=str(run.dir / "thresholds.json"))
+        if target.agent is not None and cfg.profile:
+            target.agent.begin()
         locust = children.enter_context(ManagedProcess(argv, name="locust", env=env, log_path=run.dir / "locust.log"))
         run.data["pids"]["locust"] = locust.pid
         samples_at_start = _poll_during_load(run, locust, target, client, cfg, progress)
@@ -338,7 +340,9 @@ def _stop_server(run: Run, cfg: ProfileConfig, target: Target, progress: Progres
         run.data.update(records)
         _merge_series(run.data["timeseries"], series, run.data["timings_s"].get("load", 0.0))
         for name in records.get("files", []):
-            run.artefact({"server.log": "server_log", "routes.json": "routes"}.get(name, name), run.dir / name)
+            key = {"server.log": "server_log", "routes.json": "routes", "py-spy.log": "profiler_log"}.get(name)
+            if key is not None:
+                run.artefact(key, run.dir / name)
         return
     server = target.server
     if server is None:

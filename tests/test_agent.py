@@ -90,7 +90,7 @@ def test_the_agent_refuses_a_wrong_token_and_a_second_recording(tmp_path: Path) 
         rid = first.json()["id"]
         assert httpx.get(first.json()["url"] + "/health", timeout=10).status_code == 200
         stopped = httpx.post(f"{url}/recordings/{rid}/stop", headers=_auth(), timeout=60).json()
-        assert stopped["files"] == ["server.log", "routes.json"]
+        assert stopped["files"] == ["server.log", "routes.json"]  # no profile: it was never asked to begin
         bad = httpx.post(url + "/recordings", json={"app": "x:y", "rm": "-rf"}, headers=_auth(), timeout=30)
         assert bad.status_code == 400 and "unknown settings: rm" in bad.json()["error"]
     with pytest.raises(httpx.ConnectError):  # the app it started is gone
