@@ -256,6 +256,7 @@ def _drive_load(
         if target.agent is not None and cfg.profile:
             target.agent.begin()
         locust = children.enter_context(ManagedProcess(argv, name="locust", env=env, log_path=run.dir / "locust.log"))
+        run.data["load_started_at"] = time.time()  # the time series' zero, to place the app's stalls on it
         run.data["pids"]["locust"] = locust.pid
         samples_at_start = _poll_during_load(run, locust, target, client, cfg, progress)
         run.data["locust_exit_code"] = locust.poll()

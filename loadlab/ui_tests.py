@@ -107,6 +107,7 @@ class ActiveTest:
         )
         self.run = Run(folder, self.cfg, None, kind="ui-test")
         self.run.data["ui"] = info
+        self.run.data["load_started_at"] = info.get("started_at")
         self.run.data["pids"] = {"server": session.server_pid, "locust": session.locust_pid}
         self.run.data["server"] = {"url": session.base, "debug_prefix": session.debug_prefix}
         if session.canary_idle is not None:

@@ -84,6 +84,11 @@ def test_html_report_renders_every_section(demo: Path, tmp_path: Path) -> None:
             widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
             assert all(w > 0 for w in widths), widths  # every embedded image decodes
             assert "blocking_sleep" in page.locator(".v.problem").first.inner_text()
+            # The lag chart marks the loop's stalls; each one's tooltip names the function and its stack.
+            stalls = page.locator("svg g.stall title")
+            assert stalls.count() >= 1
+            tip = stalls.first.text_content() or ""
+            assert tip.startswith("blocking_sleep blocked the loop") and "stack (innermost last)" in tip, tip
             page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
             page.goto((demo / "comparison.html").as_uri())
             assert "threadpool-sleep" in page.locator("body").inner_text()

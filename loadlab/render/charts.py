@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,11 @@ def throughput_chart(history: list[dict[str, float]], edits: list[dict[str, Any]
     return _png(fig)
 
 
-def loop_chart(series: list[dict[str, Any]]) -> bytes | None:
+def loop_chart_svg(
+    series: list[dict[str, Any]], stalls: list[dict[str, Any]], load_started_at: float | None
+) -> str | None:
+    """The event-loop lag chart as inline SVG, with each recorded stall marked (a red tick at the
+    top, a band as long as the stall): hovering one names the function, its place and its stack."""
     pts = [p for p in series if isinstance(p.get("lag_ms"), dict)]
     if not pts:
         return None
@@ -92,11 +97,46 @@ def loop_chart(series: list[dict[str, Any]]) -> bytes | None:
     fig, ax = plt.subplots(figsize=SIZE)
     ax.plot(t, [p["lag_ms"]["p99"] for p in pts], color="#ff7f0e", label="loop lag p99 (ms)")
     ax.plot(t, [p["lag_ms"]["max"] for p in pts], color="#d62728", label="loop lag max (ms)")
+    marked: list[dict[str, Any]] = []
+    if load_started_at is not None:
+        top = max(max(p["lag_ms"]["max"] for p in pts), 1.0)
+        for stall in stalls[:MAX_STALL_MARKS]:
+            start = float(stall.get("started_at") or 0) - load_started_at
+            if not t[0] - 1 <= start <= t[-1] + 1:
+                continue
+            width = float(stall.get("duration_ms") or 0) / 1000
+            i = len(marked)
+            ax.axvspan(start, start + width, color="#d62728", alpha=0.18, linewidth=0, gid=f"stall-band-{i}")
+            ax.plot([start], [top * 1.06], marker="v", color="#d62728", markersize=6, gid=f"stall-{i}")
+            marked.append(stall)
+        if marked:
+            ax.plot([], [], marker="v", color="#d62728", linestyle="", label=f"loop stalls ({len(marked)}; hover one)")
     ax.set_xlabel("seconds")
     ax.set_ylabel("ms late")
     ax.set_title("Event-loop lag, each second (how late a 10 ms timer fired)", fontsize=10)
     ax.legend(fontsize=8)
-    return _png(fig)
+    buf = io.StringIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg") :]  # inline in HTML: no XML prolog or doctype
+    for i, stall in enumerate(marked):
+        tip = html.escape(_stall_tip(stall))
+        svg = svg.replace(f'<g id="stall-{i}">', f'<g id="stall-{i}" class="stall"><title>{tip}</title>', 1)
+    return svg
+
+
+MAX_STALL_MARKS = 300
+
+
+def _stall_tip(stall: dict[str, Any]) -> str:
+    where = f"{stall.get('file') or '?'}:{stall.get('line') or '?'}"
+    head = f"{stall.get('function') or '?'} blocked the loop {float(stall.get('duration_ms') or 0):.0f} ms"
+    kind = f" ({stall['kind']})" if stall.get("kind") not in (None, "unknown") else ""
+    route = f" on {stall['route']}" if stall.get("route") else ""
+    stack = "\n".join(f"  {frame}" for frame in (stall.get("stack") or [])[-12:])
+    return f"{head}{kind}{route}\n{where}" + (f"\nstack (innermost last):\n{stack}" if stack else "")
 
 
 def threadpool_chart(series: list[dict[str, Any]]) -> bytes | None:

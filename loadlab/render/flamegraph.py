@@ -39,7 +39,11 @@ COLORS = {
     "stdlib": "#c9c9c9",
     "native": "#e0d9c8",
     "waiting": "#a8d5a2",
+    "folded": "#b7c7d9",
 }
+FOLDABLE = ("library", "stdlib", "native")
+FOLD_THROUGH = 0.95  # a chain folds on through a frame whose main callee has this share of it
+HIDDEN = ' display="none"'
 LEGEND = (
     ("blocking", "your code on the event loop (blocked it)"),
     ("app", "your code, elsewhere"),
@@ -47,6 +51,7 @@ LEGEND = (
     ("stdlib", "standard library"),
     ("native", "native (C)"),
     ("waiting", "waiting (idle, sleep, I/O, lock)"),
+    ("folded", "library frames, folded"),
 )
 
 
@@ -146,17 +151,67 @@ def _order(node: Node) -> tuple[int, int]:
     return 0, -node.count
 
 
-def render_svg(root: Node, title: str, subtitle: str, min_fraction: float = 0.0005) -> str:
-    """Lay ``root`` out as an icicle graph and return the SVG text."""
-    total = max(root.count, 1)
+def _package(label: str) -> str:
+    """``Server.run (uvicorn/server.py:86)`` → ``uvicorn``; ``main (<frozen runpy>:88)`` → ``runpy``;
+    a native frame, ``Handle__run [loop.c]``, → ``C``."""
+    if label.endswith("]"):
+        return "C"
+    where = label.rsplit("(", 1)[-1].rsplit(":", 1)[0].strip("<>)")
+    top = where.split("/", 1)[0]
+    top = top.removeprefix("frozen ").removesuffix(".py")
+    return top or "?"
+
+
+def fold_library_chains(node: Node) -> Node:
+    """A copy of the tree with each chain of two or more library, standard-library or native
+    frames folded into one bar that names their packages: the launcher, the server and the
+    framework between the thread's start and the app's own code read as a few bars, not thirty.
+
+    A chain goes on through a frame whose main callee holds nearly all of it (FOLD_THROUGH); the
+    few samples that went elsewhere hang under the folded bar. The unfolded tree stays in the SVG
+    (the toggle), the raw profile and the speedscope file."""
+    chain = [node]
+    while chain[-1].kind in FOLDABLE and chain[-1].children:
+        main = max(chain[-1].children.values(), key=lambda c: c.count)
+        if main.kind not in FOLDABLE or main.count < FOLD_THROUGH * chain[-1].count:
+            break
+        chain.append(main)
+    if len(chain) < 2:
+        copy = Node(node.name, node.kind, node.count)
+        copy.children = {k: fold_library_chains(c) for k, c in node.children.items()}
+        return copy
+    packages = list(dict.fromkeys(_package(n.name) for n in chain))
+    names = ", ".join(packages[:4]) + (", …" if len(packages) > 4 else "")
+    folded = Node(f"{names}: {len(chain)} frames", "folded", chain[0].count)
+    for i, parent in enumerate(chain):
+        onward = chain[i + 1] if i + 1 < len(chain) else None
+        for child in parent.children.values():
+            if child is not onward:
+                _merge_into(folded.children, fold_library_chains(child))
+    return folded
+
+
+def _merge_into(children: dict[str, Node], node: Node) -> None:
+    same = children.get(node.name)
+    if same is None:
+        children[node.name] = node
+        return
+    same.count += node.count
+    for child in node.children.values():
+        _merge_into(same.children, child)
+
+
+def _layout(root: Node, total: int, min_fraction: float) -> tuple[list[str], int]:
+    """The frames of ``root`` as SVG groups, and the depth they reach."""
     rects: list[str] = []
     max_depth = 0
 
-    def place(node: Node, x: float, depth: int) -> None:
+    def place(node: Node, x: float, depth: int, parent: int) -> None:
         nonlocal max_depth
         width = WIDTH * node.count / total
         if node.count / total < min_fraction:
             return
+        me = len(rects)
         max_depth = max(max_depth, depth)
         y = TOP + depth * ROW
         share = 100 * node.count / total
@@ -165,7 +220,7 @@ def render_svg(root: Node, title: str, subtitle: str, min_fraction: float = 0.00
         chars = int((width - 6) / CHAR_PX)
         text = node.name if len(node.name) <= chars else (node.name[: chars - 1] + "…" if chars > 3 else "")
         rects.append(
-            f'<g class="f" data-x="{x:.2f}" data-w="{width:.2f}" data-d="{depth}">'
+            f'<g class="f" data-x="{x:.2f}" data-w="{width:.2f}" data-d="{depth}" data-i="{me}" data-p="{parent}">'
             f"<title>{html.escape(tip)}</title>"
             f'<rect x="{x:.2f}" y="{y}" width="{max(width - 0.5, 0.5):.2f}" height="{ROW - 1}" '
             f'fill="{COLORS[node.kind]}" rx="2"/>'
@@ -173,11 +228,25 @@ def render_svg(root: Node, title: str, subtitle: str, min_fraction: float = 0.00
         )
         cx = x
         for child in sorted(node.children.values(), key=_order):
-            place(child, cx, depth + 1)
+            place(child, cx, depth + 1, me)
             cx += WIDTH * child.count / total
 
-    place(root, 0.0, 0)
-    height = TOP + (max_depth + 2) * ROW
+    place(root, 0.0, 0, -1)
+    return rects, max_depth
+
+
+def render_svg(root: Node, title: str, subtitle: str, min_fraction: float = 0.0005, folded: Node | None = None) -> str:
+    """Lay ``root`` out as an icicle graph and return the SVG text. With ``folded`` (the same tree,
+    library chains folded) that view shows first, with a toggle to the full one."""
+    total = max(root.count, 1)
+    full, full_depth = _layout(root, total, min_fraction)
+    views = [("full", full)]
+    max_depth = full_depth
+    if folded is not None:
+        short, short_depth = _layout(folded, total, min_fraction)
+        views.insert(0, ("folded", short))
+        max_depth = max(max_depth, short_depth)
+    height = TOP + 22 + (max_depth + 2) * ROW
     legend, lx = [], 10.0
     for key, text in LEGEND:
         legend.append(
@@ -188,11 +257,30 @@ def render_svg(root: Node, title: str, subtitle: str, min_fraction: float = 0.00
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
         f'viewBox="0 0 {WIDTH} {height}" font-family="Verdana, sans-serif" font-size="11">'
-        f"<style>.f:hover rect{{stroke:#000;stroke-width:0.8}} .f{{cursor:pointer}}</style>"
+        f"<style>.f:hover rect{{stroke:#000;stroke-width:0.8}} .f{{cursor:pointer}} .hit rect{{fill:#e040fb}}"
+        f" .btn{{cursor:pointer;fill:#1f5fbf;text-decoration:underline}}</style>"
         f'<rect width="100%" height="100%" fill="#fcfcfc"/>'
         f'<text x="10" y="20" font-size="15" font-weight="bold">{html.escape(title)}</text>'
         f'<text x="10" y="36" fill="#444">{html.escape(subtitle)}</text>'
-        f'{"".join(legend)}<g id="frames">{"".join(rects)}</g>{_zoom_script()}</svg>'
+        f"{''.join(legend)}{_controls(folded is not None)}"
+        + "".join(
+            f'<g class="view" id="{name}" transform="translate(0,22)"{"" if i == 0 else HIDDEN}>{"".join(rects)}</g>'
+            for i, (name, rects) in enumerate(views)
+        )
+        + f"{_zoom_script()}</svg>"
+    )
+
+
+def _controls(foldable: bool) -> str:
+    """The bar under the legend: unfold/fold, sort, and search (an HTML box inside the SVG)."""
+    toggle = '<text id="fold" class="btn" x="10" y="83">show every frame</text>' if foldable else ""
+    return (
+        f"{toggle}"
+        '<text id="sort" class="btn" x="150" y="83">sort: widest first</text>'
+        '<foreignObject x="330" y="68" width="260" height="22">'
+        '<input xmlns="http://www.w3.org/1999/xhtml" id="search" placeholder="search frames (e.g. sleep)" '
+        'style="width:240px;font-size:11px"/></foreignObject>'
+        '<text id="found" x="600" y="83" fill="#7b1fa2"></text>'
     )
 
 
@@ -209,10 +297,10 @@ def render_flamegraph(
     subtitle_extra: str = "",
     loop_only: bool = False,
 ) -> str:
-    """The whole pipeline: profile → tree → SVG text."""
+    """The whole pipeline: profile → tree → SVG text, opening on the folded view."""
     root = build_tree(profile, on_cpu_only, loop_only)
     what = "on-CPU samples only (waiting removed)" if on_cpu_only else "all samples, idle included"
     if loop_only:
         what = "samples of the event-loop thread (parked in its selector when idle)"
     subtitle = f"{root.count} {what}. {subtitle_extra}".strip()
-    return render_svg(root, title, subtitle)
+    return render_svg(root, title, subtitle, folded=fold_library_chains(root))

@@ -106,7 +106,7 @@ def run_report(run_dir: Path, run: dict[str, Any], report: dict[str, Any]) -> st
 {section(verdicts)}
 <h2 id="charts">Over time</h2><div class="charts">
 {_img(charts.throughput_chart(history, (run.get("ui") or {}).get("edits")), "throughput and latency")}
-{_img(charts.loop_chart(series), "event-loop lag")}
+{charts.loop_chart_svg(series, run.get("stalls") or [], run.get("load_started_at")) or ""}
 {_img(charts.threadpool_chart(series), "threadpool occupancy")}
 {_img(charts.blockers_chart(blockers), "loop blockers")}</div>
 {tables_html}
