@@ -15,7 +15,18 @@ import re
 from collections.abc import Iterable
 
 from loadlab.analysis.stacks import Profile
-from loadlab.render.flamegraph import CHAR_PX, ROW, TOP, WIDTH, Node, _order, _zoom_script, build_tree
+from loadlab.render.flamegraph import (
+    CHAR_PX,
+    ROW,
+    TOP,
+    WIDTH,
+    Node,
+    _order,
+    _zoom_script,
+    build_tree,
+    controls,
+    fold_library_chains,
+)
 
 _LINE = re.compile(r":\d+\)$")
 FULL_AT = 0.10  # a move of 10 percentage points of the loop's samples is drawn at full colour
@@ -47,16 +58,19 @@ def _colour(delta: float, new: bool) -> str:
 
 
 def render_diff_svg(base: Node, now: Node, title: str, subtitle: str, min_fraction: float = 0.001) -> str:
-    """Lay ``now`` out as an icicle graph, each frame coloured by its move from ``base``."""
+    """Lay ``now`` out as an icicle graph, each frame coloured by its move from ``base``; library
+    chains folded on both sides alike, as in every loadlab flame graph."""
+    base, now = fold_library_chains(base, counted=False), fold_library_chains(now, counted=False)
     total, base_total = max(now.count, 1), max(base.count, 1)
     rects: list[str] = []
     max_depth = 0
 
-    def place(node: Node, before: Node | None, x: float, depth: int) -> None:
+    def place(node: Node, before: Node | None, x: float, depth: int, parent: int) -> None:
         nonlocal max_depth
         width = WIDTH * node.count / total
         if node.count / total < min_fraction:
             return
+        me = len(rects)
         max_depth = max(max_depth, depth)
         y = TOP + depth * ROW
         share = node.count / total
@@ -68,7 +82,8 @@ def render_diff_svg(base: Node, now: Node, title: str, subtitle: str, min_fracti
         text = node.name if len(node.name) <= chars else (node.name[: chars - 1] + "…" if chars > 3 else "")
         dash = ' stroke="#900" stroke-dasharray="3,2"' if new and depth else ""
         rects.append(
-            f'<g class="f" data-x="{x:.2f}" data-w="{width:.2f}" data-d="{depth}" data-status="{status}">'
+            f'<g class="f" data-x="{x:.2f}" data-w="{width:.2f}" data-d="{depth}" data-i="{me}" data-p="{parent}"'
+            f' data-status="{status}">'
             f"<title>{html.escape(tip)}</title>"
             f'<rect x="{x:.2f}" y="{y}" width="{max(width - 0.5, 0.5):.2f}" height="{ROW - 1}" '
             f'fill="{_colour(delta, new)}" rx="2"{dash}/>'
@@ -76,11 +91,11 @@ def render_diff_svg(base: Node, now: Node, title: str, subtitle: str, min_fracti
         )
         cx = x
         for child in sorted(node.children.values(), key=_order):
-            place(child, before.children.get(child.name) if before is not None else None, cx, depth + 1)
+            place(child, before.children.get(child.name) if before is not None else None, cx, depth + 1, me)
             cx += WIDTH * child.count / total
 
-    place(now, base, 0.0, 0)
-    height = TOP + (max_depth + 2) * ROW
+    place(now, base, 0.0, 0, -1)
+    height = TOP + 22 + (max_depth + 2) * ROW
     legend = (
         '<rect x="10" y="44" width="12" height="12" fill="rgb(235,60,60)"/>'
         '<text x="26" y="54">grew (or new, dashed)</text>'
@@ -90,9 +105,11 @@ def render_diff_svg(base: Node, now: Node, title: str, subtitle: str, min_fracti
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
         f'viewBox="0 0 {WIDTH} {height}" font-family="Verdana, sans-serif" font-size="11">'
-        f"<style>.f:hover rect{{stroke:#000;stroke-width:0.8}} .f{{cursor:pointer}}</style>"
+        f"<style>.f:hover rect{{stroke:#000;stroke-width:0.8}} .f{{cursor:pointer}} .hit rect{{fill:#e040fb}}"
+        f" .btn{{cursor:pointer;fill:#1f5fbf;text-decoration:underline}}</style>"
         f'<rect width="100%" height="100%" fill="#fcfcfc"/>'
         f'<text x="10" y="20" font-size="15" font-weight="bold">{html.escape(title)}</text>'
         f'<text x="10" y="36" fill="#444">{html.escape(subtitle)}</text>'
-        f'{legend}<g id="frames">{"".join(rects)}</g>{_zoom_script()}</svg>'
+        f'{legend}{controls(False)}<g class="view" id="frames" transform="translate(0,22)">{"".join(rects)}</g>'
+        f"{_zoom_script()}</svg>"
     )

@@ -162,7 +162,7 @@ def _package(label: str) -> str:
     return top or "?"
 
 
-def fold_library_chains(node: Node) -> Node:
+def fold_library_chains(node: Node, counted: bool = True) -> Node:
     """A copy of the tree with each chain of two or more library, standard-library or native
     frames folded into one bar that names their packages: the launcher, the server and the
     framework between the thread's start and the app's own code read as a few bars, not thirty.
@@ -178,16 +178,17 @@ def fold_library_chains(node: Node) -> Node:
         chain.append(main)
     if len(chain) < 2:
         copy = Node(node.name, node.kind, node.count)
-        copy.children = {k: fold_library_chains(c) for k, c in node.children.items()}
+        copy.children = {k: fold_library_chains(c, counted) for k, c in node.children.items()}
         return copy
     packages = list(dict.fromkeys(_package(n.name) for n in chain))
     names = ", ".join(packages[:4]) + (", …" if len(packages) > 4 else "")
-    folded = Node(f"{names}: {len(chain)} frames", "folded", chain[0].count)
+    # Uncounted (the differential graph): the same bar on both sides even if a chain grew a frame.
+    folded = Node(f"{names}: {len(chain)} frames" if counted else f"{names} (folded)", "folded", chain[0].count)
     for i, parent in enumerate(chain):
         onward = chain[i + 1] if i + 1 < len(chain) else None
         for child in parent.children.values():
             if child is not onward:
-                _merge_into(folded.children, fold_library_chains(child))
+                _merge_into(folded.children, fold_library_chains(child, counted))
     return folded
 
 
@@ -262,7 +263,7 @@ def render_svg(root: Node, title: str, subtitle: str, min_fraction: float = 0.00
         f'<rect width="100%" height="100%" fill="#fcfcfc"/>'
         f'<text x="10" y="20" font-size="15" font-weight="bold">{html.escape(title)}</text>'
         f'<text x="10" y="36" fill="#444">{html.escape(subtitle)}</text>'
-        f"{''.join(legend)}{_controls(folded is not None)}"
+        f"{''.join(legend)}{controls(folded is not None)}"
         + "".join(
             f'<g class="view" id="{name}" transform="translate(0,22)"{"" if i == 0 else HIDDEN}>{"".join(rects)}</g>'
             for i, (name, rects) in enumerate(views)
@@ -271,7 +272,7 @@ def render_svg(root: Node, title: str, subtitle: str, min_fraction: float = 0.00
     )
 
 
-def _controls(foldable: bool) -> str:
+def controls(foldable: bool) -> str:
     """The bar under the legend: unfold/fold, sort, and search (an HTML box inside the SVG)."""
     toggle = '<text id="fold" class="btn" x="10" y="83">show every frame</text>' if foldable else ""
     return (
