@@ -14,6 +14,7 @@ from loadlab.analysis.verdicts import BLOCKER_SHARE, lock_ceilings, verdicts
 from loadlab.render import html, markdown
 from loadlab.render.flamegraph import render_flamegraph
 from loadlab.render.speedscope import to_speedscope
+from loadlab.render.timeline import stalls_trace, window_flamegraph, worst_second
 from loadlab.results import (
     RAW_PROFILE,
     RUN_JSON,
@@ -125,6 +126,27 @@ def write_flame_graphs(run_dir: Path, run: dict[str, Any], profile: Profile) -> 
         artefacts[key] = name
     write_json(run_dir / "profile.speedscope.json", to_speedscope(profile, title))
     artefacts["speedscope"] = "profile.speedscope.json"
+    write_timeline(run_dir, run, title)
+
+
+def write_timeline(run_dir: Path, run: dict[str, Any], title: str) -> None:
+    """The loop's stalls as a trace, and the flame graph of the worst second (see render.timeline)."""
+    stalls, start = run.get("stalls") or [], run.get("load_started_at")
+    artefacts = run.setdefault("artefacts", {})
+    if not stalls or start is None:
+        return
+    write_json(run_dir / "loop-stalls.trace.json", stalls_trace(stalls, start))
+    artefacts["stalls_trace"] = "loop-stalls.trace.json"
+    worst = worst_second(run.get("timeseries") or [])
+    if worst is None:
+        return
+    t, lag = worst
+    svg = window_flamegraph(
+        stalls, start, t - 1, t, f"{title} — the worst second ({t - 1:g}–{t:g} s, loop lag up to {lag:.0f} ms)"
+    )
+    if svg is not None:
+        (run_dir / "flamegraph-worst-second.svg").write_text(svg, encoding="utf-8")
+        artefacts["flamegraph_worst_second"] = "flamegraph-worst-second.svg"
 
 
 def render_run(run_dir: Path, profile: Profile | None = None) -> Path:

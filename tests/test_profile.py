@@ -89,6 +89,10 @@ def test_html_report_renders_every_section(demo: Path, tmp_path: Path) -> None:
             assert stalls.count() >= 1
             tip = stalls.first.text_content() or ""
             assert tip.startswith("blocking_sleep blocked the loop") and "stack (innermost last)" in tip, tip
+            # The same stalls in time, and the worst second's flame graph.
+            trace = json.loads((demo / "blocking-sleep" / "loop-stalls.trace.json").read_text())
+            assert any(e["name"].startswith("blocking_sleep") for e in trace["traceEvents"] if e["ph"] == "X")
+            assert "blocking_sleep" in (demo / "blocking-sleep" / "flamegraph-worst-second.svg").read_text()
             page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
             page.goto((demo / "comparison.html").as_uri())
             assert "threadpool-sleep" in page.locator("body").inner_text()

@@ -57,6 +57,15 @@ def _svg(path: Path, alt: str) -> str:
     )
 
 
+def _trace_link(run_dir: Path) -> str:
+    if not (run_dir / "loop-stalls.trace.json").exists():
+        return ""
+    return (
+        '<p class="small">The loop\'s stalls in time: <a href="loop-stalls.trace.json">loop-stalls.trace.json</a> '
+        "— open it in https://ui.perfetto.dev, chrome://tracing or https://www.speedscope.app (time order).</p>"
+    )
+
+
 NUMBER = re.compile(r"-?\d[\d.,]*(%|×)?")  # a figure: aligned right
 
 
@@ -112,6 +121,8 @@ def run_report(run_dir: Path, run: dict[str, Any], report: dict[str, Any]) -> st
 {tables_html}
 <h2 id="flamegraphs">Flame graphs</h2>
 {_svg(run_dir / "flamegraph-loop.svg", "The event loop thread: red frames held it") or "<p>No profile.</p>"}
+{_svg(run_dir / "flamegraph-worst-second.svg", "The worst second: what the app's stall records caught then")}
+{_trace_link(run_dir)}
 {_svg(run_dir / "flamegraph.svg", "All threads, idle included, grouped by role")}
 {_svg(run_dir / "flamegraph-cpu.svg", "On-CPU only")}
 <p class="small">Also: <a href="profile.speedscope.json">profile.speedscope.json</a> (open in speedscope.app),
