@@ -128,6 +128,7 @@ def read_pyproject(path: Path) -> dict[str, str]:
         raise BudgetError(f"{path}: {PYPROJECT_TABLE} must be a table")
     out: dict[str, str] = {}
     for key, value in smoke.items():
+        key = key.replace("-", "_")  # p95-ms as the flag reads, or p95_ms: both, as TOML users write either
         if key not in SETTING:
             known = ", ".join(SETTING)
             raise BudgetError(f"{path} {PYPROJECT_TABLE}: unknown key {key!r}; the budgets are {known}")

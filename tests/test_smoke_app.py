@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loadlab.budgets import BudgetError
-from loadlab.gates import APP_DEFAULTS, resolve_budgets
+from loadlab.gates import APP_DEFAULTS, read_pyproject, resolve_budgets
 from tests.helpers import loadlab
 
 APP = """\
@@ -201,3 +201,9 @@ def test_repeats_are_judged_on_their_medians() -> None:
     assert lag.measured == 8.0 and lag.passed and combined.exit_code == 0
     runs = [judge_run(_run(30.0, lag), budgets) for lag in (50.0, 40.0, 8.0)]
     assert combine(runs).exit_code == 1
+
+
+def test_pyproject_keys_may_be_written_as_the_flags_are(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text("[tool.loadlab.smoke]\np95-ms = 250\nloop_lag_p99_ms = 20\n")
+    assert read_pyproject(pyproject) == {"p95_ms": "250", "loop_lag_p99_ms": "20"}
