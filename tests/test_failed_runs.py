@@ -510,8 +510,13 @@ def test_the_guardian_ends_a_tree_by_its_token_when_the_harness_goes() -> None:
     from loadlab._guard import TOKEN_VAR
 
     env = {**os.environ, TOKEN_VAR: "test-token-guard"}
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
-    victim = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    )
+    victim = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
+    assert victim.stdout is not None and victim.stdout.readline().strip() == "ready"  # SIGTERM ignored from here
     guard = subprocess.Popen([sys.executable, "-m", "loadlab._guard"], stdin=subprocess.PIPE, cwd=REPO)
     try:
         assert guard.stdin is not None
