@@ -187,9 +187,33 @@ def test_safe_file_keeps_to_the_session(tmp_path: Path) -> None:
 def test_users_app_gets_its_blocker_named_and_ctrl_c_keeps_the_test(tmp_path: Path) -> None:
     app = tiny_blocking_app(tmp_path / "theirs")
     with loadlab_ui(tmp_path, "--app", "shopapp:app", "--locustfile", "shopper.py", cwd=app) as ui:
-        ui.swarm(5)
-        time.sleep(6)
-        ui.stop_test()
+        if os.path.exists(CHROMIUM):  # from the form, as a user would
+            from playwright.sync_api import sync_playwright
+
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                try:
+                    page.goto(ui.url + "/")
+                    page.fill("input[name=userCount]", "5")
+                    page.get_by_role("button", name="Start").click()
+                    page.get_by_role("tab", name="Profile").click()
+                    frame = page.frame_locator("#loadlab-profile-frame")
+                    frame.get_by_text("slow_lookup").first.wait_for(timeout=30_000)  # live, while it runs
+                    page.wait_for_timeout(3000)
+                    page.get_by_role("button", name="Stop").click()
+                    frame.get_by_text("Verdicts").wait_for(timeout=ANALYSED_S * 1000)
+                    row = frame.get_by_role("row").filter(has_text="slow_lookup").first
+                    assert "wait" in row.inner_text() and "/items/{key}" in row.inner_text(), row.inner_text()
+                except Exception:
+                    page.screenshot(path=str(tmp_path / "ui-failure.png"), full_page=True)
+                    raise
+                finally:
+                    browser.close()
+        else:
+            ui.swarm(5)
+            time.sleep(6)
+            ui.stop_test()
         first = ui.analysed("test-1")
         assert first["status"] == "complete", first.get("reason")
         top = blockers(first)[0]
