@@ -22,10 +22,10 @@ from loadlab.render.flamegraph import (
     WIDTH,
     Node,
     _order,
-    _zoom_script,
     build_tree,
     controls,
     fold_library_chains,
+    svg_page,
 )
 
 _LINE = re.compile(r":\d+\)$")
@@ -102,14 +102,5 @@ def render_diff_svg(base: Node, now: Node, title: str, subtitle: str, min_fracti
         '<rect x="180" y="44" width="12" height="12" fill="rgb(60,60,235)"/><text x="196" y="54">shrank</text>'
         '<rect x="270" y="44" width="12" height="12" fill="#e8e8e8"/><text x="286" y="54">about the same</text>'
     )
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
-        f'viewBox="0 0 {WIDTH} {height}" font-family="Verdana, sans-serif" font-size="11">'
-        f"<style>.f:hover rect{{stroke:#000;stroke-width:0.8}} .f{{cursor:pointer}} .hit rect{{fill:#e040fb}}"
-        f" .btn{{cursor:pointer;fill:#1f5fbf;text-decoration:underline}}</style>"
-        f'<rect width="100%" height="100%" fill="#fcfcfc"/>'
-        f'<text x="10" y="20" font-size="15" font-weight="bold">{html.escape(title)}</text>'
-        f'<text x="10" y="36" fill="#444">{html.escape(subtitle)}</text>'
-        f'{legend}{controls(False)}<g class="view" id="frames" transform="translate(0,22)">{"".join(rects)}</g>'
-        f"{_zoom_script()}</svg>"
-    )
+    body = f'<g class="view" id="frames" transform="translate(0,22)">{"".join(rects)}</g>'
+    return svg_page(height, title, subtitle, legend + controls(False), body)

@@ -255,6 +255,16 @@ def render_svg(root: Node, title: str, subtitle: str, min_fraction: float = 0.00
             f'<text x="{lx + 16:.0f}" y="54">{html.escape(text)}</text>'
         )
         lx += 16 + len(text) * CHAR_PX + 18
+    body = "".join(
+        f'<g class="view" id="{name}" transform="translate(0,22)"{"" if i == 0 else HIDDEN}>{"".join(rects)}</g>'
+        for i, (name, rects) in enumerate(views)
+    )
+    return svg_page(height, title, subtitle, "".join(legend) + controls(folded is not None), body)
+
+
+def svg_page(height: int, title: str, subtitle: str, header: str, body: str) -> str:
+    """A flame graph's SVG document: title, subtitle, ``header`` (legend, controls), the frames
+    in ``body`` (``g.view`` groups), and the script that zooms, folds, sorts and searches."""
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
         f'viewBox="0 0 {WIDTH} {height}" font-family="Verdana, sans-serif" font-size="11">'
@@ -263,12 +273,7 @@ def render_svg(root: Node, title: str, subtitle: str, min_fraction: float = 0.00
         f'<rect width="100%" height="100%" fill="#fcfcfc"/>'
         f'<text x="10" y="20" font-size="15" font-weight="bold">{html.escape(title)}</text>'
         f'<text x="10" y="36" fill="#444">{html.escape(subtitle)}</text>'
-        f"{''.join(legend)}{controls(folded is not None)}"
-        + "".join(
-            f'<g class="view" id="{name}" transform="translate(0,22)"{"" if i == 0 else HIDDEN}>{"".join(rects)}</g>'
-            for i, (name, rects) in enumerate(views)
-        )
-        + f"{_zoom_script()}</svg>"
+        f"{header}{body}{_zoom_script()}</svg>"
     )
 
 
