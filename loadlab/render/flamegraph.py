@@ -178,12 +178,14 @@ def fold_library_chains(node: Node, counted: bool = True) -> Node:
         chain.append(main)
     if len(chain) < 2:
         copy = Node(node.name, node.kind, node.count)
-        copy.children = {k: fold_library_chains(c, counted) for k, c in node.children.items()}
+        for child in node.children.values():  # keyed by their (maybe folded) names, as Node.child does
+            _merge_into(copy.children, fold_library_chains(child, counted))
         return copy
     packages = list(dict.fromkeys(_package(n.name) for n in chain))
     names = ", ".join(packages[:4]) + (", …" if len(packages) > 4 else "")
-    # Uncounted (the differential graph): the same bar on both sides even if a chain grew a frame.
-    folded = Node(f"{names}: {len(chain)} frames" if counted else f"{names} (folded)", "folded", chain[0].count)
+    # Uncounted (the differential graph): one name for every fold, so the two sides' bars match even
+    # when their library frames differ (another launcher, a framework upgrade); the app's frames differ.
+    folded = Node(f"{names}: {len(chain)} frames" if counted else "library frames (folded)", "folded", chain[0].count)
     for i, parent in enumerate(chain):
         onward = chain[i + 1] if i + 1 < len(chain) else None
         for child in parent.children.values():
