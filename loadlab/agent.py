@@ -48,7 +48,7 @@ from loadlab.agent_client import SETTINGS, read_token
 from loadlab.analysis.health import pyspy_warnings
 from loadlab.config import ConfigError, ProfileConfig, check_bind
 from loadlab.instrument import LOOP_SAMPLE_ENV
-from loadlab.measure import samples_since
+from loadlab.measure import loop_samples, samples_between
 from loadlab.processes import ProcessError, ProfiledServer, free_port, pyspy_argv, upstream_stub, wait_ready
 from loadlab.results import RAW_PROFILE
 from loadlab.ui_page import safe_file
@@ -72,7 +72,7 @@ class Recording:
     started: float = field(default_factory=time.monotonic)
     timeseries: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] | None = None
-    samples_at_start: dict[str, Any] | None = None
+    samples_at_start: dict[int, dict[str, Any]] | None = None
     stop_polling: threading.Event = field(default_factory=threading.Event)
 
 
@@ -160,8 +160,7 @@ class Agent:
     def begin(self, rec: Recording) -> int | None:
         """The load begins: py-spy attaches, and the loop sampler's record starts here too."""
         if rec.debug_prefix is not None:
-            with httpx.Client(timeout=5.0) as client, contextlib.suppress(httpx.HTTPError, ValueError):
-                rec.samples_at_start = client.get(f"{rec.url}{rec.debug_prefix}/debug/samples").json()
+            rec.samples_at_start = loop_samples(f"{rec.url}{rec.debug_prefix}/debug", rec.cfg.workers)
         return rec.server.start_profiler()
 
     def stop(self, rid: str) -> dict[str, Any]:
@@ -176,10 +175,9 @@ class Agent:
                     debug = f"{rec.url}{rec.debug_prefix}/debug"
                     with contextlib.suppress(httpx.HTTPError, ValueError):
                         records["stalls"] = client.get(f"{debug}/stalls").json()["stalls"]
-                    with contextlib.suppress(httpx.HTTPError, ValueError):
-                        samples = client.get(f"{debug}/samples").json()
-                        if samples.get("ticks"):
-                            records["loop_samples"] = samples_since(rec.samples_at_start, samples)
+                    by_pid = loop_samples(debug, rec.cfg.workers)
+                    if by_pid and (merged := samples_between(rec.samples_at_start, by_pid))["ticks"]:
+                        records["loop_samples"] = merged
             records["leftover_pids"] = rec.server.stop()
             rec.children.close()
             records["profiler_exit_code"] = rec.server.spy_exit_code

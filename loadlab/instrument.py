@@ -525,6 +525,7 @@ class LoopSampler:
             for k, c in sorted(self.counts.items(), key=lambda kv: -sum(kv[1][:3]))
         ]  # fmt: skip
         return {
+            "pid": os.getpid(),  # with several worker processes, each answers for its own loop
             "hz": round(1.0 / self.interval_s, 1),
             "ticks": self.ticks,
             "outside_app": self.outside_app,

@@ -146,3 +146,48 @@ def samples_since(before: dict[str, Any] | None, now: dict[str, Any]) -> dict[st
         "gil_ticks": now.get("gil_ticks", 0) - before.get("gil_ticks", 0),
         "samples": samples,
     }
+
+
+SAMPLES_TIMEOUT_S = 5.0  # a loop still blocked answers late; a worker that never does is left out
+SAMPLES_TRIES_PER_PROCESS = 12
+
+
+def loop_samples(debug: str | None, processes: int = 1) -> dict[int, dict[str, Any]] | None:
+    """Each server process's loop-sampler snapshot, by PID (None without instrumentation or an
+    answer). Several worker processes share one port: each request goes over a fresh connection,
+    until every one of them has answered or the tries run out."""
+    if debug is None:
+        return None
+    found: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + 4 * SAMPLES_TIMEOUT_S
+    for _ in range(max(1, processes) * (1 if processes <= 1 else SAMPLES_TRIES_PER_PROCESS)):
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            snap = httpx.get(f"{debug}/samples", timeout=SAMPLES_TIMEOUT_S, headers={"Connection": "close"}).json()
+            if isinstance(snap, dict):
+                found[int(snap.get("pid") or 0)] = snap
+        if len(found) >= processes or time.monotonic() > deadline:
+            break
+    return found or None
+
+
+def samples_between(before: dict[int, dict[str, Any]] | None, now: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The loop samplers' record of every process between two ``loop_samples`` calls, added up
+    as the analysis adds the workers' loops up."""
+    parts = [samples_since((before or {}).get(pid), snap) for pid, snap in sorted(now.items())]
+    merged: dict[tuple[Any, ...], list[int]] = {}
+    for part in parts:
+        for key, counts in sample_counts(part).items():
+            merged[key] = [a + b for a, b in zip(merged.get(key, [0, 0, 0, 0]), counts, strict=True)]
+    samples = [
+        {"function": k[0], "file": k[1], "line": k[2], "route": k[3], "cpu": c[0], "wait": c[1], "gil": c[2],
+         "cpu_gil_free": c[3]}
+        for k, c in sorted(merged.items(), key=lambda kv: -sum(kv[1][:3]))
+    ]  # fmt: skip
+    return {
+        "hz": parts[0].get("hz") if parts else None,
+        "pids": sorted(now),
+        "ticks": sum(int(p.get("ticks") or 0) for p in parts),
+        "outside_app": sum(int(p.get("outside_app") or 0) for p in parts),
+        "gil_ticks": sum(int(p.get("gil_ticks") or 0) for p in parts),
+        "samples": samples,
+    }

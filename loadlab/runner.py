@@ -31,7 +31,15 @@ from loadlab.analysis.health import STATUS_OF, assess, pyspy_warnings
 from loadlab.analysis.stacks import Profile, ProfileFormatError, read_raw
 from loadlab.config import ProfileConfig, is_loopback, loadlab_env, run_secrets
 from loadlab.instrument import LOOP_SAMPLE_ENV
-from loadlab.measure import ProcessMeter, canary_idle, live_stats, probe_service_times, samples_since, wait_quiet
+from loadlab.measure import (
+    ProcessMeter,
+    canary_idle,
+    live_stats,
+    loop_samples,
+    probe_service_times,
+    samples_between,
+    wait_quiet,
+)
 from loadlab.processes import (
     LOCUST_OUTPUTS,
     LOOPBACK,
@@ -267,17 +275,18 @@ def _drive_load(
             debug = f"{target.base}{target.debug_prefix}/debug"
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 run.data["stalls"] = client.get(f"{debug}/stalls").json()["stalls"]
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                samples = client.get(f"{debug}/samples").json()
-                if samples.get("ticks"):
-                    run.data["loop_samples"] = samples_since(samples_at_start, samples)
+            by_pid = loop_samples(debug, cfg.workers)  # every worker's loop, as the profile has them all
+            if by_pid:
+                merged = samples_between(samples_at_start, by_pid)
+                if merged["ticks"]:
+                    run.data["loop_samples"] = merged
         wait_quiet(client, target.debug_url)
         run.data["service_probe"] = probe_service_times(client, target.base, run.dir / LOCUST_OUTPUTS)
 
 
 def _poll_during_load(
     run: Run, locust: ManagedProcess, target: Target, client: httpx.Client, cfg: ProfileConfig, progress: Progress
-) -> dict[str, Any] | None:
+) -> dict[int, dict[str, Any]] | None:
     """Once a second, until Locust exits: poll the app's inner state, show live progress, and
     notice a server (or py-spy) that died under load. Returns the loop sampler's counts at the
     moment py-spy attached, when it attaches late (remote workers), else None."""
@@ -285,7 +294,7 @@ def _poll_during_load(
     start = time.monotonic()
     deadline = start + cfg.duration + LOCUST_GRACE_S + (cfg.workers_wait if cfg.expect_workers else 0)
     meter = ProcessMeter({"server": run.data["pids"].get("server"), "locust": locust.pid})
-    samples_at_start: dict[str, Any] | None = None
+    samples_at_start: dict[int, dict[str, Any]] | None = None
     while locust.poll() is None:
         if time.monotonic() > deadline:
             raise RunFailed(f"Locust did not finish within {cfg.duration + LOCUST_GRACE_S:g} s; stopped it")
@@ -293,8 +302,7 @@ def _poll_during_load(
             if server.attach_argv is not None and server.spy is None and _load_began(run.dir / "locust.log"):
                 run.data["pids"]["profiler"] = server.start_profiler()
                 if target.debug_prefix is not None:  # the loop sampler's record starts there too
-                    with contextlib.suppress(httpx.HTTPError, ValueError):
-                        samples_at_start = client.get(f"{target.base}{target.debug_prefix}/debug/samples").json()
+                    samples_at_start = loop_samples(f"{target.base}{target.debug_prefix}/debug", cfg.workers)
             # Know every descendant by PID while it is still ours: if the master crashes, its
             # children are re-parented and could not be found from it any more.
             server.process.remember_descendants()

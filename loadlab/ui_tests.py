@@ -22,7 +22,7 @@ from loadlab.analysis.health import pyspy_warnings
 from loadlab.analysis.places import AppMap, load_app_map, place_of
 from loadlab.analysis.stacks import Frame
 from loadlab.config import ProfileConfig, run_secrets
-from loadlab.measure import ProcessMeter, probe_service_times, samples_since
+from loadlab.measure import ProcessMeter, loop_samples, probe_service_times, samples_between
 from loadlab.processes import LOCUST_OUTPUTS, PYSPY_STOP_LADDER, ManagedProcess, ProcessError, pyspy_argv
 from loadlab.redact import scrub_folder
 from loadlab.report import render_run
@@ -93,7 +93,7 @@ class ActiveTest:
     """One test from its start (py-spy attached) to its analysed run folder."""
 
     def __init__(
-        self, session: Session, folder: Path, info: dict[str, Any], samples_before: dict[str, Any] | None
+        self, session: Session, folder: Path, info: dict[str, Any], samples_before: dict[int, dict[str, Any]] | None
     ) -> None:
         self.session, self.folder, self.info = session, folder, info
         cfg = session.cfg
@@ -152,9 +152,11 @@ class ActiveTest:
         self.run.data["timeseries"].append(point)
         self.run.save()
         live: dict[str, Any] = {"seconds": round(now - self.started, 1), "blockers": []}
-        samples = self._get("samples")
-        if samples is not None and samples.get("ticks"):
-            live["busy_share"], live["blockers"] = live_blockers(samples_since(self.samples_before, samples), self.app)
+        samples = loop_samples(self.session.debug, self.cfg.workers)
+        if samples:
+            live["busy_share"], live["blockers"] = live_blockers(
+                samples_between(self.samples_before, samples), self.app
+            )
         elif self.session.debug is None:
             live["note"] = "the app has no loadlab instrumentation (--no-instrument): the profile comes at the stop"
         else:
@@ -186,9 +188,9 @@ class ActiveTest:
         if self.spy is None and "stalls" in self.run.data:
             return
         self.run.data["stalls"] = self._stalls()
-        samples = self._get("samples", timeout=FINAL_TIMEOUT_S)
-        if samples is not None and samples.get("ticks"):
-            self.run.data["loop_samples"] = samples_since(self.samples_before, samples)
+        samples = loop_samples(self.session.debug, self.cfg.workers)
+        if samples and (merged := samples_between(self.samples_before, samples))["ticks"]:
+            self.run.data["loop_samples"] = merged
         if self.spy is not None:
             spy, self.spy = self.spy, None
             self.run.data["profiler_exit_code"] = spy.stop()
@@ -278,14 +280,14 @@ class Recorder:
         self.done: set[str] = set()
         self.finished: list[Path] = []
         self.client = httpx.Client(timeout=2.0)
-        self.baseline: dict[str, Any] | None = None
+        self.baseline: dict[int, dict[str, Any]] | None = None
         self.baseline_at = 0.0
 
     def _idle_baseline(self) -> None:
         """Between tests, once a second: the loop sampler's counts, a test's starting point."""
         if time.monotonic() - self.baseline_at >= TICK_S:
             self.baseline_at = time.monotonic()
-            self.baseline = debug_get(self.client, self.session.debug, "samples") or self.baseline
+            self.baseline = loop_samples(self.session.debug, self.session.cfg.workers) or self.baseline
 
     def poll(self) -> None:
         if self.active is None:
@@ -299,7 +301,7 @@ class Recorder:
             if self.active is None or self.active.folder != folder:
                 if self.active is not None:  # a new test began before the last one was seen to stop
                     self._finish()
-                before = self.baseline or debug_get(self.client, self.session.debug, "samples")
+                before = self.baseline or loop_samples(self.session.debug, self.session.cfg.workers)
                 self.active = ActiveTest(self.session, folder, info, before)
                 self.baseline = None  # the next test starts from a snapshot taken after this one
             if info.get("state") == "stopped":

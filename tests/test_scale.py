@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import assert_all_stopped, loadlab, run_json
+from tests.helpers import assert_all_stopped, loadlab, run_json, tiny_blocking_app
 
 pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="scale-out needs at least 2 cores")
 
@@ -70,3 +70,20 @@ def test_two_workers_profiled_and_two_locust_processes(server: str, tmp_path: Pa
     assert_all_stopped(data["pids"])
     # Two Locust processes, their stats merged into one report.
     assert next(s for s in data["stats"] if s["name"] == "Aggregated")["requests"] > 100
+
+
+def test_every_workers_loop_sampler_is_read(tmp_path: Path) -> None:
+    # Several workers share one port: the loop samplers' counts of all of them, added up as the
+    # profile adds their loops up. From one worker alone, a waiting blocker on the others looked
+    # like code that kept the GIL (the sampler "never caught it").
+    app = tiny_blocking_app(tmp_path / "theirs")
+    out = tmp_path / "run"
+    result = loadlab(
+        "profile", "--app", "shopapp:app", "--locustfile", "shopper.py", "--workers", "2", "-u", "6", "-t", "5",
+        "--out", str(out), cwd=app,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run = run_json(out)
+    assert len(run["loop_samples"]["pids"]) == 2
+    top = next(b for b in run["analysis"]["loop"]["blockers"] if b.get("file"))
+    assert (top["function"], top["kind"], top["kind_from"]) == ("slow_lookup", "wait", "loop sampler"), top
