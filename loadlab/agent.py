@@ -48,7 +48,7 @@ from loadlab.agent_client import SETTINGS, read_token
 from loadlab.analysis.health import pyspy_warnings
 from loadlab.config import ConfigError, ProfileConfig, check_bind
 from loadlab.instrument import LOOP_SAMPLE_ENV
-from loadlab.measure import loop_samples, samples_between
+from loadlab.measure import all_stalls, loop_samples, samples_between
 from loadlab.processes import ProcessError, ProfiledServer, free_port, pyspy_argv, upstream_stub, wait_ready
 from loadlab.results import RAW_PROFILE
 from loadlab.ui_page import safe_file
@@ -171,13 +171,13 @@ class Agent:
             rec.stop_polling.set()
             records: dict[str, Any] = {}
             if rec.debug_prefix is not None:
-                with httpx.Client(timeout=10.0) as client:
-                    debug = f"{rec.url}{rec.debug_prefix}/debug"
-                    with contextlib.suppress(httpx.HTTPError, ValueError):
-                        records["stalls"] = client.get(f"{debug}/stalls").json()["stalls"]
-                    by_pid = loop_samples(debug, rec.cfg.workers)
-                    if by_pid and (merged := samples_between(rec.samples_at_start, by_pid))["ticks"]:
-                        records["loop_samples"] = merged
+                debug = f"{rec.url}{rec.debug_prefix}/debug"
+                stalls = all_stalls(debug, rec.cfg.workers)
+                if stalls is not None:
+                    records["stalls"] = stalls
+                by_pid = loop_samples(debug, rec.cfg.workers)
+                if by_pid and (merged := samples_between(rec.samples_at_start, by_pid))["ticks"]:
+                    records["loop_samples"] = merged
             records["leftover_pids"] = rec.server.stop()
             rec.children.close()
             records["profiler_exit_code"] = rec.server.spy_exit_code

@@ -1051,7 +1051,7 @@ class InstrumentedApp:
 
     def _debug_stalls(self, scope: Scope) -> DebugResponse:
         watchdog = self.instrumentation.watchdog
-        return _json({"stalls": watchdog.recent() if watchdog else []})
+        return _json({"pid": os.getpid(), "stalls": watchdog.recent() if watchdog else []})
 
     def __getattr__(self, name: str) -> Any:
         # Let tools that inspect the app (e.g. ``app.routes``, ``app.openapi()``) see through us.

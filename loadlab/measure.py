@@ -152,8 +152,8 @@ SAMPLES_TIMEOUT_S = 5.0  # a loop still blocked answers late; a worker that neve
 SAMPLES_TRIES_PER_PROCESS = 12
 
 
-def loop_samples(debug: str | None, processes: int = 1) -> dict[int, dict[str, Any]] | None:
-    """Each server process's loop-sampler snapshot, by PID (None without instrumentation or an
+def per_process(debug: str | None, what: str, processes: int = 1) -> dict[int, dict[str, Any]] | None:
+    """``{debug}/{what}`` of each server process, by PID (None without instrumentation or an
     answer). Several worker processes share one port: each request goes over a fresh connection,
     until every one of them has answered or the tries run out."""
     if debug is None:
@@ -162,12 +162,26 @@ def loop_samples(debug: str | None, processes: int = 1) -> dict[int, dict[str, A
     deadline = time.monotonic() + 4 * SAMPLES_TIMEOUT_S
     for _ in range(max(1, processes) * (1 if processes <= 1 else SAMPLES_TRIES_PER_PROCESS)):
         with contextlib.suppress(httpx.HTTPError, ValueError):
-            snap = httpx.get(f"{debug}/samples", timeout=SAMPLES_TIMEOUT_S, headers={"Connection": "close"}).json()
-            if isinstance(snap, dict):
-                found[int(snap.get("pid") or 0)] = snap
+            answer = httpx.get(f"{debug}/{what}", timeout=SAMPLES_TIMEOUT_S, headers={"Connection": "close"}).json()
+            if isinstance(answer, dict):
+                found[int(answer.get("pid") or 0)] = answer
         if len(found) >= processes or time.monotonic() > deadline:
             break
     return found or None
+
+
+def loop_samples(debug: str | None, processes: int = 1) -> dict[int, dict[str, Any]] | None:
+    """Each server process's loop-sampler snapshot, by PID."""
+    return per_process(debug, "samples", processes)
+
+
+def all_stalls(debug: str | None, processes: int = 1) -> list[dict[str, Any]] | None:
+    """The stalls every server process recorded, newest first (None without an answer)."""
+    by_pid = per_process(debug, "stalls", processes)
+    if by_pid is None:
+        return None
+    stalls = [s for answer in by_pid.values() for s in answer.get("stalls") or []]
+    return sorted(stalls, key=lambda s: -float(s.get("started_at") or 0))
 
 
 def samples_between(before: dict[int, dict[str, Any]] | None, now: dict[int, dict[str, Any]]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from loadlab.config import ProfileConfig, is_loopback, loadlab_env, run_secrets
 from loadlab.instrument import LOOP_SAMPLE_ENV
 from loadlab.measure import (
     ProcessMeter,
+    all_stalls,
     canary_idle,
     live_stats,
     loop_samples,
@@ -273,8 +274,9 @@ def _drive_load(
             raise RunFailed(f"{stopped} during the load test; last output:\n{target.server.tail()}")
         if target.debug_prefix is not None:
             debug = f"{target.base}{target.debug_prefix}/debug"
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                run.data["stalls"] = client.get(f"{debug}/stalls").json()["stalls"]
+            stalls = all_stalls(debug, cfg.workers)
+            if stalls is not None:
+                run.data["stalls"] = stalls
             by_pid = loop_samples(debug, cfg.workers)  # every worker's loop, as the profile has them all
             if by_pid:
                 merged = samples_between(samples_at_start, by_pid)

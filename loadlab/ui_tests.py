@@ -22,7 +22,7 @@ from loadlab.analysis.health import pyspy_warnings
 from loadlab.analysis.places import AppMap, load_app_map, place_of
 from loadlab.analysis.stacks import Frame
 from loadlab.config import ProfileConfig, run_secrets
-from loadlab.measure import ProcessMeter, loop_samples, probe_service_times, samples_between
+from loadlab.measure import ProcessMeter, all_stalls, loop_samples, probe_service_times, samples_between
 from loadlab.processes import LOCUST_OUTPUTS, PYSPY_STOP_LADDER, ManagedProcess, ProcessError, pyspy_argv
 from loadlab.redact import scrub_folder
 from loadlab.report import render_run
@@ -33,7 +33,6 @@ from loadlab.ui_page import read_json, test_folders
 TEST_FILE = "ui-test.json"
 LIVE_FILE = "live.json"
 TICK_S = 1.0
-FINAL_TIMEOUT_S = 10.0  # the records read at a test's end wait behind whatever still blocks the loop
 LIVE_MIN_SHARE = 0.01  # the live view lists what held the loop at least this share of the test so far
 OUTPUTS_WAIT_S = 20.0  # Locust writes a test's outputs at its end; a test that never gets them is still analysed
 
@@ -180,7 +179,7 @@ class ActiveTest:
 
     def _stalls(self) -> list[dict[str, Any]]:
         started_at = float(self.info.get("started_at") or 0)
-        stalls = (self._get("stalls", timeout=FINAL_TIMEOUT_S) or {}).get("stalls") or []
+        stalls = all_stalls(self.session.debug, self.cfg.workers) or []
         return [s for s in stalls if float(s.get("started_at") or 0) >= started_at]
 
     def stop_recording(self) -> None:

@@ -1,6 +1,7 @@
 """The instrumentation in-process: frame filtering, the ASGI wrapper and its debug endpoints."""
 
 import asyncio
+import os
 import sys
 import threading
 import time
@@ -56,7 +57,7 @@ async def test_wrapper_serves_debug_routes_under_a_prefix() -> None:
         loop = (await client.get("/__loadlab__/debug/loop")).json()
         assert loop["threadpool"]["total"] == 40
         assert set(loop["lag_ms"]) >= {"p50", "p99", "max"}
-        assert (await client.get("/__loadlab__/debug/stalls")).json() == {"stalls": []}
+        assert (await client.get("/__loadlab__/debug/stalls")).json() == {"pid": os.getpid(), "stalls": []}
         metrics = (await client.get("/__loadlab__/metrics")).text
         assert "loadlab_loop_lag_seconds_bucket" in metrics
         assert "loadlab_threadpool_total_tokens 40.0" in metrics
