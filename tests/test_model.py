@@ -81,8 +81,8 @@ def test_a_mix_weights_each_routes_demand_by_its_share() -> None:
     p = mva([station], Mix(50, 0.0, shares))
     assert p.throughput == pytest.approx(50, rel=1e-6)
     assert p.per_route["/a"][0] == pytest.approx(25, rel=1e-6)
-    # Both see the same queue; each stays in proportion to its own demand (product form).
-    assert p.per_route["/a"][1] / p.per_route["/b"][1] == pytest.approx(3, rel=1e-6)
+    # Both wait in the same queue (first come, first served); /a also holds it 20 ms longer.
+    assert p.per_route["/a"][1] - p.per_route["/b"][1] == pytest.approx(0.02, rel=1e-6)
     assert sum(0.5 * r for _, r in p.per_route.values()) == pytest.approx(p.response_s)
 
 
@@ -157,3 +157,16 @@ def test_moving_a_demand_to_the_threadpool() -> None:
     before = mva(stations, Mix(20, 0.0, {"/a": 0.5, "/b": 0.5})).throughput
     after = mva(moved, Mix(20, 0.0, {"/a": 0.5, "/b": 0.5})).throughput
     assert before == pytest.approx(1 / 0.026, rel=0.01) and after > 10 * before
+
+
+def test_a_route_that_never_takes_the_lock_does_not_queue_for_it() -> None:
+    # /reserve holds a lock 20 ms; /lookup only 1 ms of loop: with the lock saturated, reserves
+    # queue there while lookups pass by in about their own time.
+    stations = [
+        Station("event loop", "loop", {"/reserve": 0.001, "/lookup": 0.001}),
+        Station("lock", "lock", {"/reserve": 0.02}),
+    ]
+    p = mva(stations, Mix(10, 0.0, {"/reserve": 0.5, "/lookup": 0.5}))
+    assert p.bottleneck == "lock"
+    assert p.per_route["/lookup"][1] < 0.01 < 0.1 < p.per_route["/reserve"][1]
+    assert sum(0.5 * r for _, r in p.per_route.values()) == pytest.approx(p.response_s)

@@ -140,12 +140,18 @@ def mva(stations: list[Station], mix: Mix) -> Prediction:
     for s in stations:
         if s.bound_only and (d := _per_server(s, mix.shares)) > 0 and 1 / d < x:
             x, capped_by = 1 / d, s.name
+    # Each route's response: its own demands, plus the queue it finds (arrival theorem). A queue
+    # is served first come, first served: a short request waits for the long ones ahead of it
+    # (an event loop runs its ready callbacks in order), so it waits the queue times the mix's
+    # mean time per visit, not its own; a route that never visits a station never queues there.
+    # The mix's mean response is the same either way.
+    visits = [sum(p for c, p in mix.shares.items() if s.demands.get(c, 0.0) > 0) for s in queueing]
     per_route: dict[str, tuple[float, float]] = {}
     for c, p in mix.shares.items():
         r = mix.delays.get(c, 0.0)
-        for s, q in zip(queueing, seen, strict=True):
+        for s, d_mix, v, q in zip(queueing, demands, visits, seen, strict=True):
             d, m = s.demands.get(c, 0.0), max(1, s.servers)
-            r += d / m * (1 + q) + d * (m - 1) / m
+            r += d + (q * d_mix / v / m if d > 0 else 0.0)
         per_route[c] = (x * p, r)
     response = sum(p * per_route[c][1] for c, p in mix.shares.items())
     if capped_by is not None:
