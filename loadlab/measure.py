@@ -75,6 +75,9 @@ class ProcessMeter:
             out[f"{key}_cpu_percent"] = round(cpu, 1)
             out[f"{key}_rss_mb"] = round(rss / 2**20, 1)
         out["harness_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)
+        # The whole machine, in percent of one core like the rest: what other processes (py-spy,
+        # other users' work) took from the cores the server and Locust share.
+        out["machine_cpu_percent"] = round(psutil.cpu_percent(None) * (psutil.cpu_count() or 1), 1)
         return out
 
 

@@ -105,6 +105,12 @@ def _split_by_sampler(
     return _spread(blocker["samples"], hit or rows, completed)
 
 
+def _span(run: dict[str, Any], key: str) -> float:
+    """Seconds the meter covered with ``key`` (between its first and last reading)."""
+    ts = [float(p.get("t", 0)) for p in run.get("timeseries", []) if isinstance(p.get(key), int | float)]
+    return ts[-1] - ts[0] if len(ts) >= 2 else 0.0
+
+
 def _cpu_seconds(run: dict[str, Any], key: str) -> float:
     """CPU seconds a process tree used during the load, from the once-a-second meter."""
     points = [p for p in run.get("timeseries", []) if isinstance(p.get(key), int | float)]
@@ -175,23 +181,34 @@ def measure_demands(run: dict[str, Any]) -> dict[str, Any] | None:
     for name, held_parts in locks.items():
         stations.append(_station(name, "lock", 1, held_parts))
 
-    # The CPU: the server's time, and Locust's when it runs on the same cores.
+    # The CPU: the server's time, and Locust's when it runs on the same cores; the cores other
+    # processes took meanwhile (py-spy, other users' work) are not there to be had.
     cores = int((run.get("machine") or {}).get("cores") or os.cpu_count() or 1)
     total_requests = sum(completed.values())
-    cpu_parts = []
-    for key, who in (("server_cpu_percent", "server"), ("locust_cpu_percent", "Locust")):
-        seconds = _cpu_seconds(run, key)
-        if seconds > 0:
-            per_request = seconds / total_requests * hz  # in samples, for ms()
-            cpu_parts.append(
-                {"function": who, "kind": "cpu", "demands_ms": ms({r: per_request * completed[r] for r in names})}
-            )
+    seconds = {key: _cpu_seconds(run, f"{key}_cpu_percent") for key in ("server", "locust", "machine")}
+    span = _span(run, "machine_cpu_percent")
+    others = max(0.0, seconds["machine"] - seconds["server"] - seconds["locust"]) / span if span else 0.0
+    cpu_parts = [
+        {
+            "function": who,
+            "kind": "cpu",
+            "demands_ms": ms({r: seconds[key] / total_requests * hz * completed[r] for r in names}),
+        }
+        for key, who in (("server", "server"), ("locust", "Locust"))
+        if seconds[key] > 0
+    ]
     local = not cfg.get("target_host")
     if cpu_parts and local:
+        cpu = _station(
+            f"CPU ({cores} cores{', shared with Locust' if len(cpu_parts) > 1 else ''})", "cpu", cores, cpu_parts
+        )
+        cpu["available"] = round(max(0.5, cores - others), 2)
+        stations.append(cpu)
+    if seconds["locust"] > 0:
+        # Locust's own process (one per --locust-processes) computes every request it sends.
+        generator = [{"function": "Locust", "kind": "cpu", "demands_ms": cpu_parts[-1]["demands_ms"]}]
         stations.append(
-            _station(
-                f"CPU ({cores} cores{', shared with Locust' if len(cpu_parts) > 1 else ''})", "cpu", cores, cpu_parts
-            )
+            _station("load generator (Locust)", "generator", int(cfg.get("locust_processes") or 1), generator)
         )
 
     # The closed population: who loaded the mix, and how long each thought between requests.
@@ -205,7 +222,7 @@ def measure_demands(run: dict[str, Any]) -> dict[str, Any] | None:
     r = sum(float(s.get("avg_ms") or 0) * s["requests"] for s in mix_rows) / requests / 1000 if requests else 0.0
     think = max(0.0, users_avg / x - r) if x > 0 else 0.0
     routes = {}
-    queued = [s for s in stations if s["kind"] != "cpu"]
+    queued = [s for s in stations if s["kind"] not in ("cpu", "generator")]
     # A route the probe could not ask (a POST) has only Locust's fastest answer, which under load
     # includes some queueing: take off the least that the probed routes' fastest answers did.
     queueing = min(
@@ -257,7 +274,8 @@ def _stations(demands: dict[str, Any]) -> list[Station]:
             s["kind"],
             {r: d / 1000 for r, d in s["demands_ms"].items()},
             servers=int(s["servers"]),
-            bound_only=s["kind"] == "cpu",
+            bound_only=s["kind"] in ("cpu", "generator"),
+            capacity=s.get("available"),
         )
         for s in demands["stations"]
     ]

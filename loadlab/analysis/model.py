@@ -44,6 +44,7 @@ class Station:
     demands: Mapping[str, float]  # route -> seconds one request holds this station
     servers: int = 1
     bound_only: bool = False
+    capacity: float | None = None  # servers actually available (CPU cores others left), if fewer
 
     def demand(self, shares: Mapping[str, float]) -> float:
         """The mix's demand here: each route's, weighted by its share of the requests."""
@@ -84,7 +85,7 @@ class Prediction:
 
 
 def _per_server(s: Station, shares: Mapping[str, float]) -> float:
-    return s.demand(shares) / max(1, s.servers)
+    return s.demand(shares) / (s.capacity if s.capacity is not None and s.capacity > 0 else max(1, s.servers))
 
 
 def bounds(stations: list[Station], mix: Mix) -> Bounds:
