@@ -11,7 +11,8 @@ How each demand is measured (``D = busy time attributed to the route / its compl
 
 - **event loop** (one server per worker process): the loop threads' busy py-spy samples. A
   blocker with one route is that route's; one on several routes (a middleware, a shared helper)
-  is split as the app's loop sampler saw it serve each route, else by requests; what no function
+  is split as the app's loop sampler saw it serve each route, else by requests (a middleware always
+  by requests: every request passes it once); what no function
   of the app holds (the server's and framework's own work) is spread evenly over every request.
 - **threadpool** (thread tokens servers): worker-thread samples outside lock waits, per route.
 - **a lock** worker threads queued for (one server): the samples its holders spent past it.
@@ -94,6 +95,10 @@ def _split_by_sampler(
     """A blocker's samples per row: as the loop sampler saw the function serve each route, else
     by requests over the routes it hits (every route, for one that names none)."""
     seen: Counter[str] = Counter()
+    if blocker.get("place") == "middleware":
+        # Every request passes a middleware once, doing the same: by requests (the sampler's few
+        # looks per route would only add noise).
+        return _spread(blocker["samples"], rows, completed)
     for s in (loop_samples or {}).get("samples", []):
         if s.get("function") == blocker["function"] and s.get("file") == blocker.get("file") and s.get("route"):
             for row in _rows_for(str(s["route"]), rows):
