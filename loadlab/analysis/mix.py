@@ -110,17 +110,22 @@ def _split_by_sampler(
     return _spread(blocker["samples"], hit or rows, completed)
 
 
+def _metered(run: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The meter's readings of ``key``, from the end of the first second: Locust starting up
+    (importing, spawning its users) is no cost of the requests."""
+    points = [p for p in run.get("timeseries", []) if isinstance(p.get(key), int | float)]
+    return points[1:] if len(points) >= 3 else []
+
+
 def _span(run: dict[str, Any], key: str) -> float:
-    """Seconds the meter covered with ``key`` (between its first and last reading)."""
-    ts = [float(p.get("t", 0)) for p in run.get("timeseries", []) if isinstance(p.get(key), int | float)]
+    """Seconds the meter covered with ``key``."""
+    ts = [float(p.get("t", 0)) for p in _metered(run, key)]
     return ts[-1] - ts[0] if len(ts) >= 2 else 0.0
 
 
 def _cpu_seconds(run: dict[str, Any], key: str) -> float:
     """CPU seconds a process tree used during the load, from the once-a-second meter."""
-    points = [p for p in run.get("timeseries", []) if isinstance(p.get(key), int | float)]
-    if len(points) < 2:
-        return 0.0
+    points = _metered(run, key)
     total = 0.0
     for a, b in zip(points, points[1:], strict=False):
         total += float(b[key]) / 100 * max(0.0, float(b.get("t", 0)) - float(a.get("t", 0)))
@@ -189,18 +194,20 @@ def measure_demands(run: dict[str, Any]) -> dict[str, Any] | None:
     # The CPU: the server's time, and Locust's when it runs on the same cores; the cores other
     # processes took meanwhile (py-spy, other users' work) are not there to be had.
     cores = int((run.get("machine") or {}).get("cores") or os.cpu_count() or 1)
-    total_requests = sum(completed.values())
     seconds = {key: _cpu_seconds(run, f"{key}_cpu_percent") for key in ("server", "locust", "machine")}
-    span = _span(run, "machine_cpu_percent")
-    others = max(0.0, seconds["machine"] - seconds["server"] - seconds["locust"]) / span if span else 0.0
+    span = _span(run, "server_cpu_percent")
+    x_all = sum(float(s["rps"]) for s in rows)
+    machine_span = _span(run, "machine_cpu_percent")
+    others = max(0.0, seconds["machine"] - seconds["server"] - seconds["locust"]) / span if machine_span else 0.0
     cpu_parts = [
         {
             "function": who,
             "kind": "cpu",
-            "demands_ms": ms({r: seconds[key] / total_requests * hz * completed[r] for r in names}),
+            # its CPU rate over the metered seconds, divided by the requests a second served
+            "demands_ms": ms({r: seconds[key] / span / x_all * hz * completed[r] for r in names}),
         }
         for key, who in (("server", "server"), ("locust", "Locust"))
-        if seconds[key] > 0
+        if seconds[key] > 0 and span > 0 and x_all > 0
     ]
     local = not cfg.get("target_host")
     if cpu_parts and local:
@@ -209,7 +216,7 @@ def measure_demands(run: dict[str, Any]) -> dict[str, Any] | None:
         )
         cpu["available"] = round(max(0.5, cores - others), 2)
         stations.append(cpu)
-    if seconds["locust"] > 0:
+    if cpu_parts and cpu_parts[-1]["function"] == "Locust":
         # Locust's own process (one per --locust-processes) computes every request it sends.
         generator = [{"function": "Locust", "kind": "cpu", "demands_ms": cpu_parts[-1]["demands_ms"]}]
         stations.append(
@@ -395,3 +402,35 @@ def fit_verdict_data(model: dict[str, Any]) -> tuple[bool, float | None]:
     """Whether the model's throughput is within ``FIT`` of the measured, and the ratio."""
     ratio = model.get("ratio")
     return (ratio is not None and abs(ratio - 1) <= FIT), ratio
+
+
+# The demonstration's real changes, each predicted from the run before it: (scenario, the
+# blocking variant's tag, its offloaded twin's tag, the blocker the twin moves off the loop).
+WHAT_IF_TWINS = (
+    ("io", "blocking-sleep", "threadpool-sleep", "blocking_sleep"),
+    ("io", "helper-sleep", "offload-sleep", "sync_helper_sleep"),
+    ("cpu", "async", "process", "burn_cpu"),
+)
+
+
+def what_if_check(source: dict[str, Any], twin: dict[str, Any], function: str) -> dict[str, Any] | None:
+    """The model's what-if for ``function`` from the ``source`` run against the ``twin`` run,
+    where the change was made: predicted and measured throughput of the mix (the canary aside)."""
+    demands = source.get("demands") or measure_demands(source)
+    if not demands:
+        return None
+    model = mix_model(demands)
+    w = next((w for w in model["what_ifs"] if w["function"] == function), None)
+    rows = [s for s in stats_rows(twin) if s["name"] not in (AGGREGATED, CANARY_ROW)]
+    measured = sum(float(s["rps"]) for s in rows)
+    if w is None or not measured:
+        return None
+    return {
+        "function": function,
+        "to": w["to"],
+        "before_rps": model["measured_rps"],
+        "predicted_rps": w["predicted_rps"],
+        "measured_rps": round(measured, 1),
+        "ratio": round(measured / w["predicted_rps"], 3) if w["predicted_rps"] else None,
+        "bottleneck": w["bottleneck"],
+    }
