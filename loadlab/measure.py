@@ -81,6 +81,20 @@ class ProcessMeter:
         return out
 
 
+IDLE_CPU_S = 0.5
+
+
+def idle_cpu(pid: int | None) -> float | None:
+    """The server's CPU, in percent of one core, while it serves nothing: its instrumentation's
+    and the profiler's own cost, which no request should be charged for."""
+    if not pid:
+        return None
+    meter = ProcessMeter({"server": pid})
+    meter.read()
+    time.sleep(IDLE_CPU_S)
+    return meter.read().get("server_cpu_percent")
+
+
 def wait_quiet(client: httpx.Client, debug_url: str | None, timeout: float = QUIET_TIMEOUT_S) -> None:
     """Wait (bounded) until no request is in flight: Locust is gone, but work it started (a thread
     still sleeping, a queued CPU call) may not be, and the probe must not queue behind it."""

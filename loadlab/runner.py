@@ -29,7 +29,7 @@ from loadlab.analysis.health import STATUS_OF, assess, pyspy_warnings
 from loadlab.analysis.stacks import Profile, ProfileFormatError, read_raw
 from loadlab.config import ProfileConfig, is_loopback, loadlab_env, run_secrets
 from loadlab.instrument import LOOP_SAMPLE_ENV
-from loadlab.measure import ProcessMeter, canary_idle, live_stats, probe_service_times, wait_quiet
+from loadlab.measure import ProcessMeter, canary_idle, idle_cpu, live_stats, probe_service_times, wait_quiet
 from loadlab.processes import (
     LOCUST_OUTPUTS,
     LOOPBACK,
@@ -241,6 +241,7 @@ def _drive_load(
                 if samples.get("ticks"):
                     run.data["loop_samples"] = samples
         wait_quiet(client, target.debug_url)
+        run.data["server_idle_cpu_percent"] = idle_cpu(run.data["pids"].get("server"))
         run.data["service_probe"] = probe_service_times(client, target.base, run.dir / LOCUST_OUTPUTS)
 
 

@@ -199,12 +199,18 @@ def measure_demands(run: dict[str, Any]) -> dict[str, Any] | None:
     x_all = sum(float(s["rps"]) for s in rows)
     machine_span = _span(run, "machine_cpu_percent")
     others = max(0.0, seconds["machine"] - seconds["server"] - seconds["locust"]) / span if machine_span else 0.0
+    # What the server burns serving nothing (its instrumentation, py-spy's pauses) is a load of
+    # its own on the cores, not a cost per request.
+    idle = float(run.get("server_idle_cpu_percent") or 0.0) / 100
+    rate = {"server": max(0.0, seconds["server"] / span - idle) if span else 0.0}
+    rate["locust"] = seconds["locust"] / span if span else 0.0
+    others += idle
     cpu_parts = [
         {
             "function": who,
             "kind": "cpu",
             # its CPU rate over the metered seconds, divided by the requests a second served
-            "demands_ms": ms({r: seconds[key] / span / x_all * hz * completed[r] for r in names}),
+            "demands_ms": ms({r: rate[key] / x_all * hz * completed[r] for r in names}),
         }
         for key, who in (("server", "server"), ("locust", "Locust"))
         if seconds[key] > 0 and span > 0 and x_all > 0
