@@ -175,9 +175,16 @@ def what_ifs(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     for scenario, before, after, function in WHAT_IF_TWINS:
         source, twin = results.get(TWIN_RUNS[(scenario, before)]), results.get(TWIN_RUNS[(scenario, after)])
         check = what_if_check(source, twin, function) if source and twin else None
-        if check:
-            out.append({"from": TWIN_RUNS[(scenario, before)], "twin": TWIN_RUNS[(scenario, after)], **check})
+        if check and twin:
+            profiled = bool((twin.get("config") or {}).get("profile", True))
+            out.append(
+                {"from": TWIN_RUNS[(scenario, before)], "twin": TWIN_RUNS[(scenario, after)], "twin_profiled": profiled}
+                | check
+            )
     return out
+
+
+UNPROFILED = "; the twin ran without py-spy, whose pauses the blocking run paid"
 
 
 def what_if_lines(checks: list[dict[str, Any]]) -> list[str]:
@@ -185,7 +192,7 @@ def what_if_lines(checks: list[dict[str, Any]]) -> list[str]:
     return [
         f"{c['from']} → {c['twin']}: moving `{c['function']}` to {c['to']}, the model predicted "
         f"{c['predicted_rps']:.0f} req/s (from {c['before_rps']:.0f}); the twin measured {c['measured_rps']:.0f} "
-        f"({c['ratio']:.0%})."
+        f"({c['ratio']:.0%}{'' if c.get('twin_profiled', True) else UNPROFILED})."
         for c in checks
     ]
 
@@ -213,7 +220,10 @@ def run_tour(base: ProfileConfig, progress: Progress, duration: float = 5.0) -> 
     results: dict[str, dict[str, Any]] = {}
     for i, r in enumerate(RUNS, 1):
         progress.note(f"— experiment {i}/{len(RUNS)}: {r.name}")
-        cfg = replace(base, scenario=r.scenario, tags=(r.tag,), variants=(), profile=r.profile, duration=duration)
+        # Each run goes into its own folder in the tour's (run_dir): --out named the tour's.
+        cfg = replace(
+            base, scenario=r.scenario, tags=(r.tag,), variants=(), profile=r.profile, duration=duration, out=None
+        )
         run_dir = tour_dir / r.name
         run_dir.mkdir()
         record = run_once(cfg.validated(), run_dir, progress, variant=r.name)
