@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from loadlab.analysis.mix import measure_demands, mix_model
 from loadlab.analysis.model import Mix, Station, bounds, move_demand, mva, mva_multiclass
 
 ONE = {"/r": 1.0}
@@ -170,3 +174,39 @@ def test_a_route_that_never_takes_the_lock_does_not_queue_for_it() -> None:
     assert p.bottleneck == "lock"
     assert p.per_route["/lookup"][1] < 0.01 < 0.1 < p.per_route["/reserve"][1]
     assert sum(0.5 * r for _, r in p.per_route.values()) == pytest.approx(p.response_s)
+
+
+# Measured from a recorded run: tests/apps/shop.py under its locustfile, 12 users, 6 s (the
+# README's worked example).
+
+SHOP = Path(__file__).parent / "data" / "shop-mixed.run.json"
+
+
+def test_demands_measured_from_a_real_mixed_run() -> None:
+    run = json.loads(SHOP.read_text())
+    demands = measure_demands(run)
+    assert demands is not None
+    loop = next(s for s in demands["stations"] if s["name"] == "event loop")
+    parts = {p["function"]: p for p in loop["parts"]}
+    # A middleware costs every request the same; a dependency only its route.
+    timer = parts["RequestTimer.__call__"]["demands_ms"]
+    assert len(set(timer.values())) == 1 and set(timer) == {"/cart", "/export", "/health", "/orders", "/signup"}
+    assert set(parts["verify_token"]["demands_ms"]) == {"/orders"}
+    # The loop's demand of the mix: its busy time over the requests it served, ~12 ms.
+    shares = {r: v["share"] for r, v in demands["routes"].items()}
+    mixed = sum(shares[r] * d for r, d in loop["demands_ms"].items() if r in shares)
+    assert 9 <= mixed <= 16
+    model = mix_model(demands)
+    assert model["bottleneck"] == "event loop"
+    assert abs(model["measured_rps"] / model["predicted_rps"] - 1) <= 0.15, model
+    what_ifs = {w["function"]: w for w in model["what_ifs"]}
+    # Five other blockers still hold the loop: moving one buys a little, and the loop stays the limit.
+    assert model["measured_rps"] < what_ifs["RequestTimer.__call__"]["predicted_rps"] < 2 * model["measured_rps"]
+    assert what_ifs["RequestTimer.__call__"]["bottleneck"] == "event loop"
+    assert what_ifs["export_catalog"]["to"] == "a process pool" and what_ifs["db_session"]["to"] == "the threadpool"
+    assert what_ifs["(all of them)"]["predicted_rps"] > max(w["predicted_rps"] for w in model["what_ifs"][:-1])
+
+
+def test_no_profile_no_model() -> None:
+    run = json.loads(SHOP.read_text())
+    assert measure_demands({**run, "analysis": None}) is None

@@ -346,10 +346,18 @@ def canary_verdicts(run: dict[str, Any]) -> list[Verdict]:
 def theory_verdicts(run: dict[str, Any]) -> list[Verdict]:
     loop = (run.get("analysis") or {}).get("loop") or {}
     sharing = [b for b in loop.get("blockers", []) if b["share"] >= BLOCKER_SHARE and b.get("file")]
-    if len(sharing) >= 2 or len(theory_table(run)) >= 2:
+    if (len(sharing) >= 2 or len(theory_table(run)) >= 2) and model_of(run):
         # Per-endpoint Little's law assumes each route has the server to itself; in a mix they
         # queue together: the model of the whole mix (model_verdicts) judges each route instead.
         return []
+    if len(sharing) >= 2:
+        return [
+            Verdict(
+                "warning",
+                f"{len(sharing)} blockers share one event loop: each route's ceiling depends on the others, so the "
+                "per-endpoint theory below is no verdict on any of them (the run has no figures to model the mix).",
+            )
+        ]
     out = []
     for row in theory_table(run):
         if row["limited_by"]:
