@@ -33,11 +33,11 @@ import os
 from collections import Counter
 from typing import Any
 
-from loadlab.analysis.model import Mix, Prediction, Station, bounds, move_demand, mva
+from loadlab.analysis.model import Mix, Prediction, Station, bounds, move_demand, mva, mva_over
 from loadlab.analysis.theory import thread_tokens
 from loadlab.results import AGGREGATED, stats_rows
 
-__all__ = ["fit_verdict_data", "measure_demands", "mix_model"]
+__all__ = ["WHAT_IF_TWINS", "measure_demands", "mix_model", "what_if_check"]
 
 CANARY_ROW = "/health (canary)"  # loadtests.common.CANARY_NAME: a user of its own, not of the mix
 # A blocker worth a what-if: this share of the loop's samples (as verdicts.BLOCKER_SHARE).
@@ -121,6 +121,15 @@ def _span(run: dict[str, Any], key: str) -> float:
     """Seconds the meter covered with ``key``."""
     ts = [float(p.get("t", 0)) for p in _metered(run, key)]
     return ts[-1] - ts[0] if len(ts) >= 2 else 0.0
+
+
+def _others_by_second(run: dict[str, Any]) -> list[float]:
+    """The cores the rest of the machine used in each metered second (machine − server − Locust)."""
+    out = []
+    for p in _metered(run, "machine_cpu_percent")[1:]:
+        used = float(p.get("server_cpu_percent") or 0) + float(p.get("locust_cpu_percent") or 0)
+        out.append(max(0.0, float(p["machine_cpu_percent"]) - used) / 100)
+    return out
 
 
 def _cpu_seconds(run: dict[str, Any], key: str) -> float:
@@ -221,6 +230,8 @@ def measure_demands(run: dict[str, Any]) -> dict[str, Any] | None:
             f"CPU ({cores} cores{', shared with Locust' if len(cpu_parts) > 1 else ''})", "cpu", cores, cpu_parts
         )
         cpu["available"] = round(max(0.5, cores - others), 2)
+        # and second by second: other users' work on a shared machine comes and goes
+        cpu["available_by_second"] = [round(max(0.5, cores - o - idle), 2) for o in _others_by_second(run)]
         stations.append(cpu)
     if cpu_parts and cpu_parts[-1]["function"] == "Locust":
         # Locust's own process (one per --locust-processes) computes every request it sends.
@@ -327,7 +338,14 @@ def mix_model(demands: dict[str, Any]) -> dict[str, Any]:
     """The model's answer for a run's ``demands``: prediction next to measured (mix and routes),
     bounds, the bottleneck, and a what-if per blocker of the loop."""
     stations, mix = _stations(demands), _mix(demands)
-    p = mva(stations, mix)
+    cpu = next((s for s in demands["stations"] if s.get("available_by_second")), None)
+
+    def solve(stations: list[Station]) -> Prediction:
+        if cpu is None:
+            return mva(stations, mix)
+        return mva_over(stations, mix, cpu["name"], [float(c) for c in cpu["available_by_second"]])
+
+    p = solve(stations)
     b = bounds(stations, mix)
     measured = float(demands["measured_rps"])
     what_ifs = []
@@ -340,7 +358,7 @@ def mix_model(demands: dict[str, Any]) -> dict[str, Any]:
             continue
         station, where = target
         moved = {r: d / 1000 for r, d in part["demands_ms"].items()}
-        after = mva(move_demand(stations, moved, LOOP, station), mix)
+        after = solve(move_demand(stations, moved, LOOP, station))
         what_ifs.append(
             {
                 "function": part["function"],
@@ -361,7 +379,7 @@ def mix_model(demands: dict[str, Any]) -> dict[str, Any]:
             ):
                 moved = {r: d / 1000 for r, d in part["demands_ms"].items()}
                 everything = move_demand(everything, moved, LOOP, t[0])
-        after = mva(everything, mix)
+        after = solve(everything)
         what_ifs.append(
             {
                 "function": "(all of them)",
@@ -402,12 +420,6 @@ def _route_row(route: str, measured: dict[str, Any], p: Prediction, stations: li
         "predicted_ms": round(r * 1000, 1),
         "measured_ms": measured["measured_ms"],
     }
-
-
-def fit_verdict_data(model: dict[str, Any]) -> tuple[bool, float | None]:
-    """Whether the model's throughput is within ``FIT`` of the measured, and the ratio."""
-    ratio = model.get("ratio")
-    return (ratio is not None and abs(ratio - 1) <= FIT), ratio
 
 
 # The demonstration's real changes, each predicted from the run before it: (scenario, the

@@ -34,6 +34,7 @@ __all__ = [
     "move_demand",
     "mva",
     "mva_multiclass",
+    "mva_over",
 ]
 
 
@@ -170,6 +171,34 @@ def mva(stations: list[Station], mix: Mix) -> Prediction:
         utilisation=utilisation,
         bottleneck=bottleneck if bottleneck and utilisation[bottleneck] > 0 else None,
         capped_by=capped_by,
+    )
+
+
+def mva_over(stations: list[Station], mix: Mix, station: str, capacities: list[float]) -> Prediction:
+    """MVA solved once per capacity the station named ``station`` had (the CPU cores other
+    processes left, second by second), averaged: on a machine whose spare capacity comes and goes,
+    the mean of the throughputs, not the throughput of the mean capacity."""
+    solved = [
+        mva([replace(s, capacity=c) if s.name == station else s for s in stations], mix) for c in capacities if c > 0
+    ]
+    if not solved:
+        return mva(stations, mix)
+    n = len(solved)
+    x = sum(p.throughput for p in solved) / n
+    per_route = {
+        c: (sum(p.per_route[c][0] for p in solved) / n, sum(p.per_route[c][1] for p in solved) / n)
+        for c in solved[0].per_route
+    }
+    utilisation = {k: sum(p.utilisation[k] for p in solved) / n for k in solved[0].utilisation}
+    bottleneck = max(utilisation, key=lambda k: utilisation[k]) if utilisation else None
+    capped = [p.capped_by for p in solved if p.capped_by]
+    return Prediction(
+        throughput=x,
+        response_s=max(0.0, mix.users / x - mix.think_s) if x > 0 else 0.0,
+        per_route=per_route,
+        utilisation=utilisation,
+        bottleneck=bottleneck if bottleneck and utilisation[bottleneck] > 0 else None,
+        capped_by=max(set(capped), key=capped.count) if capped else None,
     )
 
 
