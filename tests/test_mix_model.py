@@ -65,6 +65,12 @@ def test_python_on_the_loop_is_the_bottleneck_and_a_process_pool_would_help(tmp_
 
 def test_locust_sharing_the_cpu_is_in_the_model(tmp_path: Path) -> None:
     run = mix_run(tmp_path / "run", "mix_tiny_locustfile.py", "-u", "40", "-r", "40")
+    cpu = next(s for s in run["demands"]["stations"] if s["kind"] == "cpu")
+    model = run["report"]["model"]
+    if abs(model["ratio"] - 1) > FIT and cpu["available"] < cpu["servers"] - 0.5:
+        # Other users' work took more than half a core meanwhile: this mix is all CPU, so measure
+        # it once more before believing the miss.
+        run = mix_run(tmp_path / "again", "mix_tiny_locustfile.py", "-u", "40", "-r", "40")
     model = fits(run)
     # Locust's CPU per request is about the server's: the cores they share (or Locust's own one)
     # limit the mix, not the event loop.

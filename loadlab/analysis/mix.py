@@ -266,6 +266,7 @@ def measure_demands(run: dict[str, Any]) -> dict[str, Any] | None:
             "delay_ms": round(max(0.0, float(idle) - held), 3),
             "idle_ms": idle,
             "measured_rps": s["rps"],
+            "requests": s["requests"],
             "measured_ms": s.get("avg_ms"),
         }
     return {
@@ -419,6 +420,7 @@ def _route_row(route: str, measured: dict[str, Any], p: Prediction, stations: li
         "measured_rps": measured["measured_rps"],
         "predicted_ms": round(r * 1000, 1),
         "measured_ms": measured["measured_ms"],
+        "requests": measured.get("requests"),
     }
 
 
