@@ -35,7 +35,7 @@ def _progress(text: str) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="loadlab bench", description=__doc__)
-    p.add_argument("--items", default="1,2,3,4,5,6,7", help="which items, e.g. 2,3 (default: all)")
+    p.add_argument("--items", default="1,2,3,4,5,6,7,8", help="which items, e.g. 2,3 (default: all)")
     p.add_argument("--repeats", type=int, default=3, help="rounds of each paired comparison (default 3, at least 3)")
     p.add_argument("--duration", type=float, default=6.0, help="seconds of load per measurement (default 6)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and the table go")
@@ -48,9 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     try:
         args.items = sorted({int(x) for x in args.items.split(",") if x.strip()})
     except ValueError:
-        p.error(f"--items takes numbers from 1 to 7 separated by commas; got {args.items!r}")
+        p.error(f"--items takes numbers from 1 to 8 separated by commas; got {args.items!r}")
     if not args.items or not set(args.items) <= set(ITEMS):
-        p.error("--items takes numbers from 1 to 7")
+        p.error("--items takes numbers from 1 to 8")
     if args.repeats < 1 or not 1 <= args.duration <= 60:
         p.error("--repeats must be ≥ 1 (the method asks ≥ 3) and --duration from 1 to 60 s")
     return args

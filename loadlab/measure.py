@@ -76,7 +76,24 @@ class ProcessMeter:
             out[f"{key}_cpu_percent"] = round(cpu, 1)
             out[f"{key}_rss_mb"] = round(rss / 2**20, 1)
         out["harness_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)
+        # The whole machine, in percent of one core like the rest: what other processes (py-spy,
+        # other users' work) took from the cores the server and Locust share.
+        out["machine_cpu_percent"] = round(psutil.cpu_percent(None) * (psutil.cpu_count() or 1), 1)
         return out
+
+
+IDLE_CPU_S = 0.5
+
+
+def idle_cpu(pid: int | None) -> float | None:
+    """The server's CPU, in percent of one core, while it serves nothing: its instrumentation's
+    and the profiler's own cost, which no request should be charged for."""
+    if not pid:
+        return None
+    meter = ProcessMeter({"server": pid})
+    meter.read()
+    time.sleep(IDLE_CPU_S)
+    return meter.read().get("server_cpu_percent")
 
 
 def wait_quiet(client: httpx.Client, debug_url: str | None, timeout: float = QUIET_TIMEOUT_S) -> None:

@@ -8,9 +8,10 @@ from typing import Any
 
 from loadlab.analysis.attribution import analyse_profile
 from loadlab.analysis.compare import compare, display_names
+from loadlab.analysis.mix import measure_demands
 from loadlab.analysis.stacks import Profile, read_raw
 from loadlab.analysis.theory import canary_damage, theory_table
-from loadlab.analysis.verdicts import BLOCKER_SHARE, lock_ceilings, verdicts
+from loadlab.analysis.verdicts import BLOCKER_SHARE, lock_ceilings, model_of, verdicts
 from loadlab.render import html, markdown
 from loadlab.render.flamegraph import render_flamegraph
 from loadlab.render.speedscope import to_speedscope
@@ -159,8 +160,12 @@ def render_run(run_dir: Path, profile: Profile | None = None) -> Path:
         profile = read_raw(raw)
     if profile is not None:
         write_flame_graphs(run_dir, run, profile)
+    # The stations each route held and for how long: measured once, kept with the run.
+    run["demands"] = measure_demands(run)
+    model = model_of(run)
     report = {
         "verdicts": verdicts(run),
+        "model": model,
         "theory": theory_table(run),
         "canary": canary_damage(run),
         "locks": lock_ceilings(run),

@@ -35,6 +35,7 @@ from loadlab.measure import (
     ProcessMeter,
     all_stalls,
     canary_idle,
+    idle_cpu,
     live_stats,
     loop_samples,
     probe_service_times,
@@ -283,6 +284,7 @@ def _drive_load(
                 if merged["ticks"]:
                     run.data["loop_samples"] = merged
         wait_quiet(client, target.debug_url)
+        run.data["server_idle_cpu_percent"] = idle_cpu(run.data["pids"].get("server"))
         run.data["service_probe"] = probe_service_times(client, target.base, run.dir / LOCUST_OUTPUTS)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from loadlab.analysis.mix import WHAT_IF_TWINS, what_if_check
 from loadlab.analysis.theory import canary_damage
 from loadlab.config import ProfileConfig
 from loadlab.progress import Progress
@@ -33,6 +34,8 @@ RUNS = (
     TourRun("async-sleep", "io", "async-sleep"),
     TourRun("threadpool-sleep", "io", "threadpool-sleep"),
     TourRun("helper-sleep", "io", "helper-sleep"),
+    TourRun("offload-sleep", "io", "offload-sleep"),
+    TourRun("cpu-async", "cpu", "async"),
     TourRun("deps-sync", "deps", "sync"),
     # Throughput comparisons without py-spy: pausing the app to sample would blur them.
     TourRun("trivial-async", "trivial", "async", profile=False),
@@ -159,6 +162,41 @@ CLAIMS: tuple[tuple[str, str, Judge], ...] = (
 )
 
 
+# The tour's run of each variant the model's what-ifs are checked on (mix.WHAT_IF_TWINS).
+TWIN_RUNS = {("io", "blocking-sleep"): "blocking-sleep", ("io", "threadpool-sleep"): "threadpool-sleep",
+             ("io", "helper-sleep"): "helper-sleep", ("io", "offload-sleep"): "offload-sleep",
+             ("cpu", "async"): "cpu-async", ("cpu", "process"): "cpu-process"}  # fmt: skip
+
+
+def what_ifs(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each of the demonstration's offloaded twins, predicted by the model from the blocking run
+    and measured (a pair with a missing or failed run is left out)."""
+    out = []
+    for scenario, before, after, function in WHAT_IF_TWINS:
+        source, twin = results.get(TWIN_RUNS[(scenario, before)]), results.get(TWIN_RUNS[(scenario, after)])
+        check = what_if_check(source, twin, function) if source and twin else None
+        if check and twin:
+            profiled = bool((twin.get("config") or {}).get("profile", True))
+            out.append(
+                {"from": TWIN_RUNS[(scenario, before)], "twin": TWIN_RUNS[(scenario, after)], "twin_profiled": profiled}
+                | check
+            )
+    return out
+
+
+UNPROFILED = "; the twin ran without py-spy, whose pauses the blocking run paid"
+
+
+def what_if_lines(checks: list[dict[str, Any]]) -> list[str]:
+    """One sentence per check, for the tour's and the bench's reports."""
+    return [
+        f"{c['from']} → {c['twin']}: moving `{c['function']}` to {c['to']}, the model predicted "
+        f"{c['predicted_rps']:.0f} req/s (from {c['before_rps']:.0f}); the twin measured {c['measured_rps']:.0f} "
+        f"({c['ratio']:.0%}{'' if c.get('twin_profiled', True) else UNPROFILED})."
+        for c in checks
+    ]
+
+
 def judge(results: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
     """Each claim with its verdict and the sentence that carries the number."""
     out = []
@@ -182,7 +220,10 @@ def run_tour(base: ProfileConfig, progress: Progress, duration: float = 5.0) -> 
     results: dict[str, dict[str, Any]] = {}
     for i, r in enumerate(RUNS, 1):
         progress.note(f"— experiment {i}/{len(RUNS)}: {r.name}")
-        cfg = replace(base, scenario=r.scenario, tags=(r.tag,), variants=(), profile=r.profile, duration=duration)
+        # Each run goes into its own folder in the tour's (run_dir): --out named the tour's.
+        cfg = replace(
+            base, scenario=r.scenario, tags=(r.tag,), variants=(), profile=r.profile, duration=duration, out=None
+        )
         run_dir = tour_dir / r.name
         run_dir.mkdir()
         record = run_once(cfg.validated(), run_dir, progress, variant=r.name)
@@ -191,20 +232,27 @@ def run_tour(base: ProfileConfig, progress: Progress, duration: float = 5.0) -> 
         else:
             progress.note(f"{r.name} is {record['status']}: {record.get('reason')}")
     verdicts = judge(results)
-    write_json(tour_dir / "tour.json", {"claims": verdicts, "runs": [r.name for r in RUNS]})
-    (tour_dir / "tour.md").write_text(tour_markdown(verdicts), encoding="utf-8")
-    (tour_dir / "tour.html").write_text(tour_html(verdicts), encoding="utf-8")
+    checks = what_ifs(results)
+    write_json(tour_dir / "tour.json", {"claims": verdicts, "what_ifs": checks, "runs": [r.name for r in RUNS]})
+    (tour_dir / "tour.md").write_text(tour_markdown(verdicts, checks), encoding="utf-8")
+    (tour_dir / "tour.html").write_text(tour_html(verdicts, checks), encoding="utf-8")
     return tour_dir / "tour.html"
 
 
-def tour_markdown(verdicts: list[dict[str, str]]) -> str:
+WHAT_IF_TITLE = "The model's what-ifs, made"
+WHAT_IF_NOTE = "Each offloaded twin predicted from the blocking run by the queueing model of its mix, then measured."
+
+
+def tour_markdown(verdicts: list[dict[str, str]], checks: list[dict[str, Any]] | None = None) -> str:
     lines = ["# The source page's claims, measured", ""]
     for v in verdicts:
         lines += [f"## {v['claim_id']}. {v['claim']}", "", f"**{v['verdict']}** — {v['measurement']}", ""]
+    if checks:
+        lines += [f"## {WHAT_IF_TITLE}", "", WHAT_IF_NOTE, ""] + [f"- {t}" for t in what_if_lines(checks)] + [""]
     return "\n".join(lines)
 
 
-def tour_html(verdicts: list[dict[str, str]]) -> str:
+def tour_html(verdicts: list[dict[str, str]], checks: list[dict[str, Any]] | None = None) -> str:
     level = {"confirmed": "ok", "more nuanced": "warning", "refuted": "problem", "inconclusive": "warning"}
     body = "".join(
         f"<h2>{inline_code(v['claim_id'] + '. ' + v['claim'])}</h2>"
@@ -212,6 +260,9 @@ def tour_html(verdicts: list[dict[str, str]]) -> str:
         f"{inline_code(v['measurement'])}</div>"
         for v in verdicts
     )
+    if checks:
+        body += f"<h2>{html.escape(WHAT_IF_TITLE)}</h2><p>{html.escape(WHAT_IF_NOTE)}</p><ul>"
+        body += "".join(f"<li>{inline_code(t)}</li>" for t in what_if_lines(checks)) + "</ul>"
     return (
         f'<!doctype html><html><head><meta charset="utf-8"><title>loadlab tour</title><style>{STYLE}</style>'
         "</head><body><h1>FastAPI's concurrency page, measured</h1>"

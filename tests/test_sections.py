@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from loadlab.analysis.theory import canary_damage, theory_table
-from loadlab.analysis.verdicts import verdicts
+from loadlab.analysis.verdicts import model_of, verdicts
 from loadlab.render import html, markdown
 from loadlab.render.sections import Table, comparison_table, run_sections
 from loadlab.results import load_run
@@ -64,7 +64,12 @@ def markdown_headers(text: str) -> dict[str, list[str]]:
 
 
 def _report(run: dict[str, Any]) -> dict[str, Any]:
-    return {"verdicts": verdicts(run), "theory": theory_table(run), "canary": canary_damage(run)}
+    return {
+        "verdicts": verdicts(run),
+        "model": model_of(run),
+        "theory": theory_table(run),
+        "canary": canary_damage(run),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +81,7 @@ def recorded() -> Recorded:
 def test_both_formats_show_the_same_tables_with_the_same_headers(recorded: Recorded, tmp_path: Path) -> None:
     run, report = recorded
     tables = [s for s in run_sections(run, report).sections if isinstance(s, Table)]
-    assert [t.id for t in tables] == ["theory", "canary", "stats"]
+    assert [t.id for t in tables] == ["model", "what-if", "theory", "canary", "stats"]
     in_html = html_headers(html.run_report(tmp_path, run, report))
     in_md = markdown_headers(markdown.run_report(run, report))
     for t in tables:

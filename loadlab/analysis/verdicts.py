@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from loadlab.analysis.theory import canary_damage, ceiling, service_time_s, theory_table, thread_tokens
-from loadlab.results import load_users
+from loadlab.analysis.mix import FIT, LOOP, measure_demands, mix_model
+from loadlab.analysis.theory import canary_damage, theory_table
 
 # Below this share of loop samples a function is noise, not a blocker worth a sentence.
 BLOCKER_SHARE = 0.05
@@ -16,6 +16,8 @@ SATURATED_SHARE = 0.2
 POOL_WAIT_SHARE = 0.5
 # Waiting to enter one lock this much of their busy time: worker threads are serialised by it.
 LOCK_WAIT_SHARE = 0.3
+# A station this busy in the model is the bottleneck; below it, the users are the limit.
+SATURATED = 0.8
 # The loop sampler found the loop waiting for a GIL held by computing threads this often.
 GIL_STARVED_SHARE = 0.15
 
@@ -81,14 +83,14 @@ def _advice(b: dict[str, Any], gain: str) -> str:
         return (
             "computing in C code that releases the GIL (as `hashlib`, `zlib`, `sqlite3` do): "
             "`await run_in_threadpool(...)` takes it off the loop, and threads do run it in parallel on "
-            "the cores, so the threadpool adds throughput too."
+            f"the cores, so the threadpool adds throughput too.{gain}"
         )
     if kind == "cpu":
         return (
             "computing with the GIL held (Python code, or C that keeps the GIL such as `json.dumps`): move "
             "the work to a process pool (`loop.run_in_executor(ProcessPoolExecutor(), ...)`) or more server "
             "workers; a thread would free the loop's latency but add no throughput, the GIL lets one thread "
-            "compute at a time."
+            f"compute at a time.{gain}"
         )
     if kind == "gil":
         return (
@@ -125,21 +127,119 @@ def blocker_verdicts(run: dict[str, Any]) -> list[Verdict]:
                 f"(the loop was busy {share} of its samples in all).",
             )
         ]
-    users = load_users(run)
-    stats = {s["name"]: s for s in run.get("stats", [])}
+    model = model_of(run)
+    what_ifs = {w["function"]: w for w in (model or {}).get("what_ifs", [])}
     out = []
     for b in blockers:
         head = f"`{b['function']}`{_where(b)} held the event loop {b['share']:.0%} of the time{_evidence(b)}"
-        gain = ""
-        row = stats.get(b.get("route") or "")
-        # What offloading buys is a route's own figure only when nothing else holds the same loop;
-        # in a mix the other blockers still do (the queueing model of a mix is not built yet).
-        if b["kind"] == "wait" and len(blockers) == 1 and row:
-            service_s = service_time_s(run, row)
-            after = ceiling("threadpool", service_s, users, thread_tokens(run), 1, 1) or 0 if service_s else 0
-            if after:
-                gain = f" Offloaded, {users} users could reach ~{after:.0f} req/s instead of {row['rps']:.0f}."
+        # What moving it buys, from the model of the whole mix: the other blockers still hold the loop.
+        w = what_ifs.get(b["function"])
+        gain = f" {_what_if_text(w, model)}" if w and model else ""
         out.append(Verdict("problem", f"{head}: {_advice(b, gain)}"))
+    return out
+
+
+def model_of(run: dict[str, Any]) -> dict[str, Any] | None:
+    """The queueing model of the run's whole mix (its stored ``demands``, else measured now)."""
+    demands = run.get("demands") or measure_demands(run)
+    return mix_model(demands) if demands else None
+
+
+def _station_text(name: str | None) -> str:
+    return "no station" if name is None else f"the {name}"
+
+
+def _what_if_text(w: dict[str, Any], model: dict[str, Any]) -> str:
+    then = (
+        f"the bottleneck would still be {_station_text(w['bottleneck'])}"
+        if w["bottleneck"] == model["bottleneck"]
+        else f"the bottleneck would then be {_station_text(w['bottleneck'])} ({w['bottleneck_utilisation']:.0%} busy)"
+    )
+    return (
+        f"Moving it off the loop (to {w['to']}): the mix would reach ~{w['predicted_rps']:.0f} req/s "
+        f"({model['measured_rps']:.0f} now); {then}."
+    )
+
+
+def _left_out(model: dict[str, Any]) -> str:
+    """What the model thinks it left out, by the side it missed on."""
+    if (model.get("ratio") or 1) < 1:
+        return (
+            "the server was slower than its measured demands say: CPU taken by other processes on this machine "
+            "(the model counts only the server's and Locust's), py-spy's pauses, or a station the profile cannot "
+            "see (a connection pool, a remote service's own capacity)"
+        )
+    return (
+        "the server was faster than its measured demands say: work counted that is not in the requests' path "
+        "(start-up, the probe after the load), or a blocker shared by routes split wrongly between them"
+    )
+
+
+def model_verdicts(run: dict[str, Any]) -> list[Verdict]:
+    """The bottleneck of the whole mix first, with how well the model fits; then, for a mix,
+    each route against the model (one that fits is no warning)."""
+    model = model_of(run)
+    if not model or not model.get("bottleneck"):
+        return []
+    name, busy = model["bottleneck"], model["utilisation"].get(model["bottleneck"], 0.0)
+    held = ""
+    if name == LOOP:
+        top = sorted(
+            (b for b in ((run.get("analysis") or {}).get("loop") or {}).get("blockers", []) if b.get("file")),
+            key=lambda b: -b["share"],
+        )[:3]
+        if top:
+            held = ", held mostly by " + ", ".join(f"`{b['function']}` ({b['share']:.0%})" for b in top)
+    routes = model["routes"]
+    fits = model["ratio"] is not None and abs(model["ratio"] - 1) <= FIT
+    knee = f" Past ~{model['knee_users']:.0f} users, more users only wait longer." if model.get("knee_users") else ""
+    fit = (
+        f"the model fits ({model['ratio']:.0%})."
+        if fits
+        else f"the model misses by {abs(1 - (model['ratio'] or 0)):.0%}; what it leaves out: {_left_out(model)}."
+    )
+    mix = (
+        f"The model of the whole mix ({len(routes)} route{'s' if len(routes) != 1 else ''}, ~{model['users']:.0f} "
+        f"users, {model['think_ms']:.0f} ms between requests) predicts {model['predicted_rps']:.0f} req/s; "
+        f"{model['measured_rps']:.0f} were measured: {fit}"
+    )
+    if busy >= SATURATED:
+        head = f"Bottleneck: {_station_text(name)} ({busy:.0%} busy in the model){held}. {mix}{knee}"
+    else:
+        head = (
+            f"No station is saturated (the busiest, {_station_text(name)}, {busy:.0%}): the users are the limit, each "
+            f"waiting for its answer; more of them would bring more throughput. {mix}"
+        )
+    level = "warning" if not fits else "problem" if busy >= SATURATED and name != "threadpool" else "ok"
+    out = [Verdict(level, head)]
+    if len(routes) >= 2:
+        good: list[tuple[dict[str, Any], float | None]] = []
+        bad: list[tuple[dict[str, Any], float | None]] = []
+        for r in routes:
+            ratio = r["measured_rps"] / r["predicted_rps"] if r["predicted_rps"] else None
+            # A route with few requests has a count that varies by itself: ±2/√n (Poisson).
+            tolerance = max(FIT, 2 / (r.get("requests") or 1) ** 0.5)
+            (good if ratio is not None and abs(ratio - 1) <= tolerance else bad).append((r, ratio))
+        if good:
+            out.append(
+                Verdict(
+                    "ok",
+                    "Fit the model: "
+                    + "; ".join(
+                        f"{r['route']} {r['measured_rps']:.0f} req/s ({r['predicted_rps']:.0f} predicted)"
+                        for r, _ in good
+                    )
+                    + ".",
+                )
+            )
+        for r, ratio in bad:
+            out.append(
+                Verdict(
+                    "warning",
+                    f"{r['route']}: {r['measured_rps']:.0f} req/s measured, {r['predicted_rps']:.0f} predicted by the "
+                    f"model of the mix ({ratio:.0%})" + (": " + _left_out({"ratio": ratio}) + "." if ratio else "."),
+                )
+            )
     return out
 
 
@@ -253,15 +353,16 @@ def canary_verdicts(run: dict[str, Any]) -> list[Verdict]:
 def theory_verdicts(run: dict[str, Any]) -> list[Verdict]:
     loop = (run.get("analysis") or {}).get("loop") or {}
     sharing = [b for b in loop.get("blockers", []) if b["share"] >= BLOCKER_SHARE and b.get("file")]
+    if (len(sharing) >= 2 or len(theory_table(run)) >= 2) and model_of(run):
+        # Per-endpoint Little's law assumes each route has the server to itself; in a mix they
+        # queue together: the model of the whole mix (model_verdicts) judges each route instead.
+        return []
     if len(sharing) >= 2:
-        # Per-endpoint Little's law assumes each route has the loop to itself; here they queue
-        # for it together, and a route's ceiling depends on what the others hold it for.
         return [
             Verdict(
                 "warning",
-                f"{len(sharing)} blockers share one event loop (busy {loop.get('busy_share') or 0:.0%} in all): "
-                "each route's ceiling depends on the others, so the per-endpoint theory below is no verdict "
-                "on any of them (a model of the whole mix is not built yet).",
+                f"{len(sharing)} blockers share one event loop: each route's ceiling depends on the others, so the "
+                "per-endpoint theory below is no verdict on any of them (the run has no figures to model the mix).",
             )
         ]
     out = []
@@ -304,7 +405,8 @@ def verdicts(run: dict[str, Any]) -> list[dict[str, str]]:
     """
     found = blocker_verdicts(run) + threadpool_verdicts(run) + canary_verdicts(run)
     if (run.get("health") or {}).get("verdict") != "failed" and run.get("status") != "failed":
-        found += theory_verdicts(run)
+        # The bottleneck first: what limits the server, before what holds it.
+        found = model_verdicts(run) + found + theory_verdicts(run)
     else:
         found = [v for v in found if v.level == "problem"]
     order = {"problem": 0, "warning": 1, "ok": 2}

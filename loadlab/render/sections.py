@@ -91,6 +91,60 @@ def _theory(report: dict[str, Any]) -> Table:
     )
 
 
+def _model(report: dict[str, Any]) -> Table:
+    model = report.get("model") or {}
+    busy = ", ".join(f"{k} {v:.0%}" for k, v in (model.get("utilisation") or {}).items())
+    return Table(
+        "model",
+        "The whole mix as a queueing model",
+        ("route", "held ms per request (station: ms)", "delay ms", "predicted req/s", "measured req/s")
+        + ("predicted ms", "measured ms"),
+        _rows(
+            model.get("routes") or [],
+            lambda r: (
+                r["route"],
+                "; ".join(f"{k}: {v:g}" for k, v in r["demands_ms"].items()) or "-",
+                fmt(r["delay_ms"], "{:.1f}"),
+                fmt(r["predicted_rps"], "{:.0f}"),
+                fmt(r["measured_rps"], "{:.0f}"),
+                fmt(r["predicted_ms"], "{:.0f}"),
+                fmt(r["measured_ms"], "{:.0f}"),
+            ),
+        ),
+        note=(
+            f"Mean value analysis of ~{model.get('users', 0):.0f} users thinking {model.get('think_ms', 0):.0f} ms "
+            f"between requests: {model.get('predicted_rps', 0):.0f} req/s predicted, "
+            f"{model.get('measured_rps', 0):.0f} measured. "
+            f"Stations busy: {busy}. Bottleneck: {model.get('bottleneck')}. "
+            'See the README\'s "Reading the report".'
+        )
+        if model
+        else "",
+        empty="No model: the run has no profile (or no requests) to measure demands from.",
+    )
+
+
+def _what_ifs(report: dict[str, Any]) -> Table:
+    model = report.get("model") or {}
+    return Table(
+        "what-if",
+        "What each fix would buy (the model)",
+        ("blocker", "kind", "moved to", "the mix would reach req/s", "bottleneck then"),
+        _rows(
+            model.get("what_ifs") or [],
+            lambda w: (
+                w["function"],
+                w["kind"] or "-",
+                w["to"],
+                fmt(w["predicted_rps"], "{:.0f}"),
+                f"{w['bottleneck']} ({w['bottleneck_utilisation']:.0%})" if w["bottleneck"] else "-",
+            ),
+        ),
+        note=f"Measured now: {model.get('measured_rps', 0):.0f} req/s." if model else "",
+        empty="No blocker of the loop to move.",
+    )
+
+
 def _canary(report: dict[str, Any]) -> Table:
     canary = report.get("canary")
     return Table(
@@ -144,12 +198,20 @@ def _meta(run: dict[str, Any]) -> str:
 
 
 def run_sections(run: dict[str, Any], report: dict[str, Any]) -> Report:
-    """The report of one run: its verdicts, then the theory, canary and Locust tables."""
+    """The report of one run: its verdicts, the model of its mix and its what-ifs, then the theory,
+    canary and Locust tables."""
     verdicts = tuple((v["level"], v["text"]) for v in report["verdicts"])
     return Report(
         title=run.get("variant") or run.get("config", {}).get("app", "run"),
         meta=_meta(run),
-        sections=(Verdicts("verdicts", "Verdicts", verdicts), _theory(report), _canary(report), _stats(run)),
+        sections=(
+            Verdicts("verdicts", "Verdicts", verdicts),
+            _model(report),
+            _what_ifs(report),
+            _theory(report),
+            _canary(report),
+            _stats(run),
+        ),
     )
 
 
