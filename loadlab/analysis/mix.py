@@ -207,7 +207,10 @@ def measure_demands(run: dict[str, Any]) -> dict[str, Any] | None:
     span = _span(run, "server_cpu_percent")
     x_all = sum(float(s["rps"]) for s in rows)
     machine_span = _span(run, "machine_cpu_percent")
-    others = max(0.0, seconds["machine"] - seconds["server"] - seconds["locust"]) / span if machine_span else 0.0
+    # No server meter (a server on another host, through an agent): its CPU is not on these cores.
+    others = (
+        max(0.0, seconds["machine"] - seconds["server"] - seconds["locust"]) / span if machine_span and span else 0.0
+    )
     # What the server burns serving nothing (its instrumentation, py-spy's pauses) is a load of
     # its own on the cores, not a cost per request.
     idle = float(run.get("server_idle_cpu_percent") or 0.0) / 100
