@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
 from loadlab.analysis.attribution import analyse_profile
 from loadlab.analysis.compare import compare, display_names
-from loadlab.analysis.stacks import Profile, read_raw
+from loadlab.analysis.stacks import Profile, Role, read_raw
 from loadlab.analysis.theory import canary_damage, theory_table
 from loadlab.analysis.verdicts import BLOCKER_SHARE, lock_ceilings, verdicts
 from loadlab.render import html, markdown
@@ -124,9 +125,25 @@ def write_flame_graphs(run_dir: Path, run: dict[str, Any], profile: Profile) -> 
         )
         (run_dir / name).write_text(svg, encoding="utf-8")
         artefacts[key] = name
-    write_json(run_dir / "profile.speedscope.json", to_speedscope(profile, title))
+    write_json(run_dir / "profile.speedscope.json", to_speedscope(_speedscope_roles(profile), title))
     artefacts["speedscope"] = "profile.speedscope.json"
     write_timeline(run_dir, run, title)
+
+
+# The roles render/speedscope.py orders threads by; it does not know the executor roles yet.
+_SPEEDSCOPE_ROLES = {Role.EVENT_LOOP, Role.ANYIO_WORKER, Role.POOL_CHILD, Role.OTHER}
+
+
+def _speedscope_roles(profile: Profile) -> Profile:
+    """The profile with the executor roles (asgiref, the loop's executor…) sorted as "other" for
+    speedscope's thread order, until render/speedscope.py has a place for them."""
+    if all(t.role in _SPEEDSCOPE_ROLES for t in profile.threads.values()):
+        return profile
+    threads = {
+        k: t if t.role in _SPEEDSCOPE_ROLES else dataclasses.replace(t, role=Role.OTHER)
+        for k, t in profile.threads.items()
+    }
+    return Profile(stacks=profile.stacks, threads=threads)
 
 
 def write_timeline(run_dir: Path, run: dict[str, Any], title: str) -> None:

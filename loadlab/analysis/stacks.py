@@ -27,7 +27,10 @@ _FRAME = re.compile(r"^(.*) \((.*)\)$")
 
 class Role(StrEnum):
     EVENT_LOOP = "event loop"
-    ANYIO_WORKER = "AnyIO worker"
+    ANYIO_WORKER = "AnyIO worker"  # Starlette/FastAPI def routes, Litestar sync_to_thread, anyio.to_thread
+    ASGIREF_EXECUTOR = "asgiref executor"  # Django's sync views and middleware: asgiref's sync_to_async
+    LOOP_EXECUTOR = "loop executor"  # the loop's default executor: Quart's run_sync, Falcon's sync_to_async
+    EXECUTOR = "executor thread"  # another concurrent.futures thread pool's thread (idle, or the app's own)
     POOL_CHILD = "process-pool child"
     OTHER = "other"
 
@@ -182,8 +185,35 @@ def _is_anyio_worker(thread: Thread, stacks: Iterable[Stack]) -> bool:
     )
 
 
+# asyncio's default executor names its threads asyncio_0, asyncio_1…; uvloop's, uvloop_0…
+_LOOP_EXECUTOR_NAME = re.compile(r"^(asyncio|uvloop)_\d+$")
+
+
+def _runs_asgiref(stacks: Iterable[Stack]) -> bool:
+    # asgiref's SyncToAsync runs every sync call (Django's def views, its sync middleware and
+    # signals) through thread_handler, in whichever executor it picked.
+    return any(
+        "asgiref/sync.py" in f.file.replace("\\", "/") and f.name.endswith("thread_handler")
+        for s in stacks
+        for f in s.frames
+    )
+
+
+def _is_executor_thread(stacks: Iterable[Stack]) -> bool:
+    return any(
+        f.file.replace("\\", "/").endswith("concurrent/futures/thread.py") and f.name == "_worker"
+        for s in stacks
+        for f in s.frames
+    )
+
+
 def assign_roles(profile: Profile) -> None:
-    """Label each thread: event loop, AnyIO worker, process-pool child, or other."""
+    """Label each thread with the pool it belongs to: the event loop, AnyIO's workers, asgiref's
+    executor (Django), the loop's default executor (Quart, Falcon), another thread pool, a
+    process-pool child, or other.
+
+    Frames decide before names: the OS reuses a thread id, and py-spy may keep the name of the
+    thread that had it first (an asgiref thread may be sampled as ``Thread-9 (join)``)."""
     stacks_of: dict[ThreadKey, list[Stack]] = {}
     for s in profile.stacks:
         stacks_of.setdefault(s.thread, []).append(s)
@@ -196,6 +226,12 @@ def assign_roles(profile: Profile) -> None:
             thread.role = Role.POOL_CHILD
         elif _is_anyio_worker(thread, mine):
             thread.role = Role.ANYIO_WORKER
+        elif _runs_asgiref(mine):
+            thread.role = Role.ASGIREF_EXECUTOR
+        elif _LOOP_EXECUTOR_NAME.match(thread.name):
+            thread.role = Role.LOOP_EXECUTOR
+        elif _is_executor_thread(mine):
+            thread.role = Role.EXECUTOR
         else:
             thread.role = Role.OTHER
 
