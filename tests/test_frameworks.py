@@ -8,14 +8,13 @@ import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
 from loadlab.instrument import _endpoint_codes, app_map, route_of, route_resolver
-from tests.helpers import REPO, loadlab, run_json
+from tests.helpers import REPO
 
 EXAMPLES = REPO / "examples"
 ROUTES = ["/blocking", "/fixed", "/sync"]
