@@ -143,15 +143,18 @@ _ASGIREF = "/venv/lib/python3.11/site-packages/asgiref/sync.py"
 
 def test_executor_threads_get_the_role_of_their_pool() -> None:
     head = 'process 9:"python -m uvicorn mysite:application"'
+    quart = 'process 8:"python -m uvicorn app:app"'
     lines = [
         f"{head};thread (1): MainThread;Runner.run ({_PY}/asyncio/runners.py:118) 5",
         # A Django def view in asgiref's executor, under a stale name the OS thread id kept.
         f"{head};thread (2): Thread-167 (join);{_WORKER};_WorkItem.run ({_PY}/concurrent/futures/thread.py:58);"
         f"SyncToAsync.thread_handler ({_ASGIREF}:635);sync_report (/app/mysite.py:38) 2",
-        f"{head};thread (3): asyncio_0;{_WORKER};sync_report (/app/app.py:30) 4",  # Quart's run_sync
-        f"{head};thread (4): uvloop_1;{_WORKER} 4",  # uvloop's default executor, idle
+        f"{quart};thread (3): asyncio_0;{_WORKER};sync_report (/app/app.py:30) 4",  # Quart's run_sync
+        f"{quart};thread (4): uvloop_1;{_WORKER} 4",  # uvloop's default executor, idle
         f"{head};thread (5): ThreadPoolExecutor-40_0;{_WORKER} 1",  # a per-request executor, idle
         f"{head};thread (6): loadlab-stall-watchdog;Thread.run ({_PY}/threading.py:982) 5",
+        # An executor thread that got the id of an exited thread, and py-spy kept the old name.
+        f"{quart};thread (7): loadlab-gil-probe;{_WORKER};sync_report (/app/app.py:30) 4",
     ]
     roles = {t.key.tid: t.role for t in parse_raw(lines).threads.values()}
     assert roles == {
@@ -161,4 +164,5 @@ def test_executor_threads_get_the_role_of_their_pool() -> None:
         4: Role.LOOP_EXECUTOR,
         5: Role.EXECUTOR,
         6: Role.OTHER,
+        7: Role.LOOP_EXECUTOR,
     }

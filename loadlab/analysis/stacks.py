@@ -234,6 +234,19 @@ def assign_roles(profile: Profile) -> None:
             thread.role = Role.EXECUTOR
         else:
             thread.role = Role.OTHER
+    # A pool thread under a name no pool gives (``loadlab-gil-probe``, ``Thread-3 (join)``) carries
+    # the name of a thread that had its id before: in a process whose loop executor is seen, it is
+    # one of that executor's threads (Quart, Falcon and Litestar leave no frame of their own there).
+    # Not where asgiref runs: Django makes an executor per request, and those come and go.
+    loop_executor_in = {k.pid for k, t in profile.threads.items() if t.role is Role.LOOP_EXECUTOR}
+    loop_executor_in -= {k.pid for k, t in profile.threads.items() if t.role is Role.ASGIREF_EXECUTOR}
+    for key, thread in profile.threads.items():
+        if (
+            thread.role is Role.EXECUTOR
+            and key.pid in loop_executor_in
+            and not thread.name.startswith("ThreadPoolExecutor-")
+        ):
+            thread.role = Role.LOOP_EXECUTOR
 
 
 # Native functions that mean "this thread is waiting": kernel calls from libc, and the CPython C
