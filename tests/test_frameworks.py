@@ -8,13 +8,15 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from loadlab.analysis.stacks import Role, read_raw
 from loadlab.instrument import _endpoint_codes, app_map, route_of, route_resolver
-from tests.helpers import REPO
+from tests.helpers import REPO, loadlab, run_json
 
 EXAMPLES = REPO / "examples"
 ROUTES = ["/blocking", "/fixed", "/sync"]
@@ -74,3 +76,40 @@ def test_django_routes_come_from_its_url_resolver() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=EXAMPLES / "django", capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout) == [ROUTES, "/sync", "/nowhere"]
+
+
+# Each example under load (-u 5 -t 4, all three routes): the async view that calls time.sleep is
+# the blocker, waiting, on /blocking; the def view ran in the threads of the framework's pool.
+LIVE = [
+    # framework, --app, the blocker's name, the role of the threads that ran the def view
+    ("django", "mysite:application", "blocking", Role.ASGIREF_EXECUTOR),
+    ("starlette", "app:app", "blocking", Role.ANYIO_WORKER),
+    ("litestar", "app:app", "blocking", Role.LOOP_EXECUTOR),  # sync_to_thread: loop.run_in_executor
+    ("quart", "app:app", "blocking", Role.LOOP_EXECUTOR),  # run_sync: the loop's default executor
+    ("falcon", "app:app", "Blocking.on_get", Role.LOOP_EXECUTOR),  # falcon.util.sync_to_async
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("framework", "app", "blocker", "role"), LIVE, ids=[x[0] for x in LIVE])
+def test_each_framework_under_load(tmp_path: Path, framework: str, app: str, blocker: str, role: Role) -> None:
+    pytest.importorskip(framework)
+    out = tmp_path / "run"
+    result = loadlab(
+        "profile", "--app", app, "--locustfile", "locustfile.py", "-u", "5", "-t", "4", "--out", str(out),
+        cwd=EXAMPLES / framework, timeout=90,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = run_json(out)
+    top = run["analysis"]["loop"]["blockers"]
+    named = {b["function"]: b for b in top}
+    assert (named[blocker]["kind"], named[blocker]["routes"]) == ("wait", ["/blocking"]), top
+    assert max(top, key=lambda b: b["share"] if b["function"] != "(library or runtime code)" else 0) is named[blocker]
+    # The stall watchdog names the route of the request that held the loop.
+    assert any(s["function"] == blocker and s["route"] == "/blocking" for s in run["stalls"]), run["stalls"][:5]
+    profile = read_raw(out / "profile.raw.txt")
+    ran_view = {t.role for t in profile.threads.values() if any(
+        f.name == "sync_report" for s in profile.by_thread(t.key) for f in s.frames
+    )}  # fmt: skip
+    assert ran_view == {role}
+    assert role.value in {t["role"] for t in run["analysis"]["threads"]}
