@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from loadlab.analysis.stacks import Role, read_raw
+from loadlab.analysis.stacks import Role, asgiref_shared_threads, read_raw
 from loadlab.instrument import _endpoint_codes, app_map, route_of, route_resolver
+from loadlab.results import endpoint_rows
 from tests.helpers import REPO, loadlab, run_json
 
 EXAMPLES = REPO / "examples"
@@ -113,3 +114,25 @@ def test_each_framework_under_load(tmp_path: Path, framework: str, app: str, blo
     )}  # fmt: skip
     assert ran_view == {role}
     assert role.value in {t["role"] for t in run["analysis"]["threads"]}
+    if framework == "django":  # a thread per request: the def views are not in line for one thread
+        assert len({t.key for t in profile.threads.values() if t.role is role}) > 5
+        assert asgiref_shared_threads(profile) == {}
+
+
+@pytest.mark.slow
+def test_sync_to_async_outside_django_puts_every_call_on_one_thread(tmp_path: Path) -> None:
+    # examples/django/shared_thread.py: Starlette calling sync_to_async (thread-sensitive) for a
+    # 20 ms call. All calls run on asgiref's one shared thread: 50 req/s at most, whatever the load.
+    pytest.importorskip("asgiref")
+    out = tmp_path / "run"
+    result = loadlab(
+        "profile", "--app", "shared_thread:app", "--locustfile", "locustfile.py", "--tags", "sync",
+        "-u", "5", "-t", "4", "--out", str(out), cwd=EXAMPLES / "django", timeout=90,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    profile = read_raw(out / "profile.raw.txt")
+    (shared,) = asgiref_shared_threads(profile).values()
+    assert shared.role is Role.ASGIREF_EXECUTOR
+    (row,) = endpoint_rows(run_json(out))
+    assert row["rps"] < 1 / 0.02 * 1.15, row  # one server of 20 ms; its four users would allow 4x that
+    assert row["p50_ms"] > 2.5 * 20, row  # each call waits for the others' turns

@@ -15,6 +15,7 @@ from loadlab.analysis.stacks import (
     ProfileFormatError,
     Role,
     SampleKind,
+    asgiref_shared_threads,
     classify_sample,
     is_library_file,
     parse_frame,
@@ -166,3 +167,13 @@ def test_executor_threads_get_the_role_of_their_pool() -> None:
         6: Role.OTHER,
         7: Role.LOOP_EXECUTOR,
     }
+
+
+def test_asgiref_work_all_on_one_thread_is_the_shared_thread() -> None:
+    call = f"{_WORKER};SyncToAsync.thread_handler ({_ASGIREF}:635);orm_query (/app/app.py:9)"
+    shared = [f'process 3:"uvicorn app:app";thread (31): ThreadPoolExecutor-0_0;{call} 40']
+    per_request = [
+        f'process 4:"uvicorn mysite:application";thread ({t}): ThreadPoolExecutor-{t}_0;{call} 8' for t in range(5)
+    ]
+    found = asgiref_shared_threads(parse_raw(shared + per_request))
+    assert {pid: t.key.tid for pid, t in found.items()} == {3: 31}

@@ -249,6 +249,27 @@ def assign_roles(profile: Profile) -> None:
             thread.role = Role.LOOP_EXECUTOR
 
 
+def asgiref_shared_threads(profile: Profile, min_samples: int = 5) -> dict[int, Thread]:
+    """Per process, the one thread that ran all of asgiref's sync calls, where there is one.
+
+    Django's request handler gives each request an executor of its own (``ThreadSensitiveContext``),
+    so its ``def`` views run on as many threads as there are requests in flight. Outside it (a
+    Starlette or FastAPI app calling ``sync_to_async``, ``thread_sensitive=True`` by default, as
+    for Django's ORM) every call goes to asgiref's one shared thread: the calls wait in line for it,
+    a one-server station whatever the load. That is a process whose asgiref work (at least
+    ``min_samples`` samples) all ran on one thread."""
+    busy: dict[int, dict[ThreadKey, int]] = {}
+    for s in profile.stacks:
+        if profile.threads[s.thread].role is Role.ASGIREF_EXECUTOR and _runs_asgiref([s]):
+            per_thread = busy.setdefault(s.thread.pid, {})
+            per_thread[s.thread] = per_thread.get(s.thread, 0) + s.count
+    return {
+        pid: profile.threads[next(iter(threads))]
+        for pid, threads in busy.items()
+        if len(threads) == 1 and sum(threads.values()) >= min_samples
+    }
+
+
 # Native functions that mean "this thread is waiting": kernel calls from libc, and the CPython C
 # functions that release the GIL to wait (their libc leaf is often an unsymbolised address).
 _WAIT_FUNCS = re.compile(
