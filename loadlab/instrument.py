@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import contextvars
 import ctypes
+import functools
 import gc
 import inspect
 import ipaddress
@@ -192,6 +193,7 @@ class InflightTracker:
 
     def __init__(self) -> None:
         self.by_task: dict[object, Scope] = {}
+        self.resolve: RouteResolver | None = None  # set when the app is known (Instrumentation.start)
 
     def enter(self, key: object, scope: Scope) -> None:
         self.by_task[key] = scope
@@ -202,16 +204,31 @@ class InflightTracker:
     def snapshot(self) -> dict[str, Any]:
         by_route: dict[str, int] = {}
         for scope in list(self.by_task.values()):
-            key = route_of(scope)
+            key = route_of(scope, self.resolve)
             by_route[key] = by_route.get(key, 0) + 1
         return {"total": sum(by_route.values()), "by_route": dict(sorted(by_route.items()))}
 
 
-def route_of(scope: Scope) -> str:
-    """The route template Starlette/FastAPI matched (``scope["route"]``), else the raw path."""
+RouteResolver = Callable[[Scope], str | None]
+
+
+def route_of(scope: Scope, resolve: RouteResolver | None = None) -> str:
+    """The route template the app's router matched, else the raw path: FastAPI's
+    ``scope["route"]``, Litestar's ``scope["path_template"]``, else what ``resolve`` (from
+    :func:`route_resolver`: Starlette, Django, Quart, Falcon) finds for the request."""
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return path if isinstance(path, str) else str(scope.get("path", "?"))
+    if isinstance(path, str):
+        return path
+    template = scope.get("path_template")
+    if isinstance(template, str):
+        return template
+    if resolve is not None:
+        with contextlib.suppress(Exception):  # the app's router must never break the harness
+            found = resolve(scope)
+            if found:
+                return found
+    return str(scope.get("path", "?"))
 
 
 @dataclass(frozen=True)
@@ -762,6 +779,7 @@ class Instrumentation:
             return
         loop = asyncio.get_running_loop()
         self._code_routes = _endpoint_codes(app)
+        self.inflight.resolve = route_resolver(app, self._code_routes)
         self._previous_factory = loop.get_task_factory()
         loop.set_task_factory(self._task_factory)
         self._task = loop.create_task(self.probe.run(), name="loadlab-loop-lag-probe")
@@ -825,7 +843,7 @@ class Instrumentation:
 
     def _route_for_task(self, task: asyncio.Future[Any]) -> str | None:
         scope = self.inflight.by_task.get(task) or self._spawned.get(task)
-        return route_of(scope) if scope is not None else None
+        return route_of(scope, self.inflight.resolve) if scope is not None else None
 
     def loop_snapshot(self, window_s: float | None = None) -> dict[str, Any]:
         return {
@@ -854,7 +872,101 @@ def _endpoint_codes(app: Any) -> dict[CodeType, str]:
         code = getattr(inspect.unwrap(getattr(route, "endpoint", None) or (lambda: None)), "__code__", None)
         if isinstance(code, CodeType) and code.co_name != "<lambda>":
             out.setdefault(code, path)
+    for endpoint, path in _framework_endpoints(app):
+        code = _code_of(getattr(endpoint, "func", endpoint))  # Litestar's AsyncCallable keeps the function in .func
+        if code is not None and is_application_file(code.co_filename):
+            out.setdefault(code, path)
     return out
+
+
+def _framework_app(app: Any) -> tuple[str, Any] | None:
+    """Which of the routers loadlab knows besides Starlette's the app is (under its middleware):
+    ``("django", handler)``, ``("litestar", app)``, ``("quart", app)``, ``("falcon", app)``."""
+    seen: set[int] = set()
+    node = app
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        module = type(node).__module__.split(".")[0]
+        if module in ("django", "litestar", "quart", "falcon"):
+            return module, node
+        node = getattr(node, "app", None)  # unwrap middleware
+    return None
+
+
+def _framework_endpoints(app: Any) -> list[tuple[Any, str]]:
+    """Each view of a Django, Litestar, Quart or Falcon app with its route template, read from
+    the framework's own router; nothing for other apps, or when the router cannot be read."""
+    found = _framework_app(app)
+    if found is None:
+        return []
+    kind, node = found
+    out: list[tuple[Any, str]] = []
+    try:
+        if kind == "django":
+            from django.urls import URLPattern, URLResolver, get_resolver
+
+            def walk(patterns: Any, prefix: str, depth: int) -> None:
+                for p in patterns if depth < 8 else []:
+                    route = prefix + str(p.pattern)
+                    if isinstance(p, URLResolver):
+                        walk(p.url_patterns, route, depth + 1)
+                    elif isinstance(p, URLPattern):
+                        out.append((p.callback, "/" + route))
+
+            walk(get_resolver().url_patterns, "", 0)
+        elif kind == "litestar":
+            for route in node.routes:
+                for handler in getattr(route, "route_handlers", None) or []:
+                    out.append((handler.fn, route.path))
+        elif kind == "quart":
+            for rule in node.url_map.iter_rules():
+                view = node.view_functions.get(rule.endpoint)
+                if view is not None:
+                    out.append((view, rule.rule))
+        elif kind == "falcon":
+            nodes = list(node._router._roots)  # no public listing with the responders themselves
+            while nodes:
+                n = nodes.pop()
+                nodes.extend(n.children)
+                if n.resource is not None:
+                    out.extend((responder, n.uri_template) for responder in (n.method_map or {}).values())
+    except Exception:  # an app's router must never break the harness
+        return []
+    return out
+
+
+def route_resolver(app: Any, code_routes: dict[CodeType, str] | None = None) -> RouteResolver | None:
+    """The request's route template, found through the app's own router, for the routers that do
+    not leave it in the scope: Starlette's (the endpoint it put in the scope, by ``code_routes``),
+    Django's URL resolver, Quart's URL map, Falcon's router. None for other apps."""
+    found = _framework_app(app)
+    kind, node = found if found is not None else ("", app)
+    routes = code_routes or {}
+
+    @functools.lru_cache(maxsize=1024)
+    def by_path(path: str, method: str) -> str | None:
+        if kind == "django":
+            from django.urls import Resolver404, resolve
+
+            try:
+                return "/" + str(resolve(path).route)
+            except Resolver404:
+                return None
+        if kind == "quart":
+            rule, _ = node.url_map.bind("localhost").match(path, method=method, return_rule=True)
+            return str(rule.rule)
+        if kind == "falcon":
+            match = node._router.find(path)
+            return str(match[3]) if match else None
+        return None
+
+    def resolve(scope: Scope) -> str | None:
+        code = _code_of(scope.get("endpoint"))  # Starlette's router leaves the endpoint in the scope
+        if code is not None and code in routes:
+            return routes[code]
+        return by_path(str(scope.get("path", "")), str(scope.get("method", "GET")))
+
+    return resolve if kind in ("django", "quart", "falcon") or routes else None
 
 
 def _routes_with_paths(app: Any) -> list[tuple[Any, str]]:

@@ -15,6 +15,7 @@ from loadlab.analysis.stacks import (
     ProfileFormatError,
     Role,
     SampleKind,
+    asgiref_shared_threads,
     classify_sample,
     is_library_file,
     parse_frame,
@@ -130,3 +131,49 @@ def test_a_recorded_mixed_service_is_attributed_by_place_and_kind() -> None:
     assert found["verify_token"]["routes"] == ["/orders"]
     assert found["send_welcome_mail"]["routes"] == ["/signup"]
     assert len(found["RequestTimer.__call__"]["routes"]) == 5
+
+
+# Stacks as py-spy wrote them in real runs of examples/django (asgiref 3.13) and examples/quart.
+_PY = "/usr/lib/python3.11"
+_WORKER = (
+    f"Thread._bootstrap ({_PY}/threading.py:1002);Thread.run ({_PY}/threading.py:982);"
+    f"_worker ({_PY}/concurrent/futures/thread.py:83)"
+)
+_ASGIREF = "/venv/lib/python3.11/site-packages/asgiref/sync.py"
+
+
+def test_executor_threads_get_the_role_of_their_pool() -> None:
+    head = 'process 9:"python -m uvicorn mysite:application"'
+    quart = 'process 8:"python -m uvicorn app:app"'
+    lines = [
+        f"{head};thread (1): MainThread;Runner.run ({_PY}/asyncio/runners.py:118) 5",
+        # A Django def view in asgiref's executor, under a stale name the OS thread id kept.
+        f"{head};thread (2): Thread-167 (join);{_WORKER};_WorkItem.run ({_PY}/concurrent/futures/thread.py:58);"
+        f"SyncToAsync.thread_handler ({_ASGIREF}:635);sync_report (/app/mysite.py:38) 2",
+        f"{quart};thread (3): asyncio_0;{_WORKER};sync_report (/app/app.py:30) 4",  # Quart's run_sync
+        f"{quart};thread (4): uvloop_1;{_WORKER} 4",  # uvloop's default executor, idle
+        f"{head};thread (5): ThreadPoolExecutor-40_0;{_WORKER} 1",  # a per-request executor, idle
+        f"{head};thread (6): loadlab-stall-watchdog;Thread.run ({_PY}/threading.py:982) 5",
+        # An executor thread that got the id of an exited thread, and py-spy kept the old name.
+        f"{quart};thread (7): loadlab-gil-probe;{_WORKER};sync_report (/app/app.py:30) 4",
+    ]
+    roles = {t.key.tid: t.role for t in parse_raw(lines).threads.values()}
+    assert roles == {
+        1: Role.EVENT_LOOP,
+        2: Role.ASGIREF_EXECUTOR,
+        3: Role.LOOP_EXECUTOR,
+        4: Role.LOOP_EXECUTOR,
+        5: Role.EXECUTOR,
+        6: Role.OTHER,
+        7: Role.LOOP_EXECUTOR,
+    }
+
+
+def test_asgiref_work_all_on_one_thread_is_the_shared_thread() -> None:
+    call = f"{_WORKER};SyncToAsync.thread_handler ({_ASGIREF}:635);orm_query (/app/app.py:9)"
+    shared = [f'process 3:"uvicorn app:app";thread (31): ThreadPoolExecutor-0_0;{call} 40']
+    per_request = [
+        f'process 4:"uvicorn mysite:application";thread ({t}): ThreadPoolExecutor-{t}_0;{call} 8' for t in range(5)
+    ]
+    found = asgiref_shared_threads(parse_raw(shared + per_request))
+    assert {pid: t.key.tid for pid, t in found.items()} == {3: 31}

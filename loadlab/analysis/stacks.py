@@ -27,7 +27,10 @@ _FRAME = re.compile(r"^(.*) \((.*)\)$")
 
 class Role(StrEnum):
     EVENT_LOOP = "event loop"
-    ANYIO_WORKER = "AnyIO worker"
+    ANYIO_WORKER = "AnyIO worker"  # Starlette/FastAPI def routes, Litestar sync_to_thread, anyio.to_thread
+    ASGIREF_EXECUTOR = "asgiref executor"  # Django's sync views and middleware: asgiref's sync_to_async
+    LOOP_EXECUTOR = "loop executor"  # the loop's default executor: Quart's run_sync, Falcon's sync_to_async
+    EXECUTOR = "executor thread"  # another concurrent.futures thread pool's thread (idle, or the app's own)
     POOL_CHILD = "process-pool child"
     OTHER = "other"
 
@@ -182,8 +185,35 @@ def _is_anyio_worker(thread: Thread, stacks: Iterable[Stack]) -> bool:
     )
 
 
+# asyncio's default executor names its threads asyncio_0, asyncio_1…; uvloop's, uvloop_0…
+_LOOP_EXECUTOR_NAME = re.compile(r"^(asyncio|uvloop)_\d+$")
+
+
+def _runs_asgiref(stacks: Iterable[Stack]) -> bool:
+    # asgiref's SyncToAsync runs every sync call (Django's def views, its sync middleware and
+    # signals) through thread_handler, in whichever executor it picked.
+    return any(
+        "asgiref/sync.py" in f.file.replace("\\", "/") and f.name.endswith("thread_handler")
+        for s in stacks
+        for f in s.frames
+    )
+
+
+def _is_executor_thread(stacks: Iterable[Stack]) -> bool:
+    return any(
+        f.file.replace("\\", "/").endswith("concurrent/futures/thread.py") and f.name == "_worker"
+        for s in stacks
+        for f in s.frames
+    )
+
+
 def assign_roles(profile: Profile) -> None:
-    """Label each thread: event loop, AnyIO worker, process-pool child, or other."""
+    """Label each thread with the pool it belongs to: the event loop, AnyIO's workers, asgiref's
+    executor (Django), the loop's default executor (Quart, Falcon), another thread pool, a
+    process-pool child, or other.
+
+    Frames decide before names: the OS reuses a thread id, and py-spy may keep the name of the
+    thread that had it first (an asgiref thread may be sampled as ``Thread-9 (join)``)."""
     stacks_of: dict[ThreadKey, list[Stack]] = {}
     for s in profile.stacks:
         stacks_of.setdefault(s.thread, []).append(s)
@@ -196,8 +226,48 @@ def assign_roles(profile: Profile) -> None:
             thread.role = Role.POOL_CHILD
         elif _is_anyio_worker(thread, mine):
             thread.role = Role.ANYIO_WORKER
+        elif _runs_asgiref(mine):
+            thread.role = Role.ASGIREF_EXECUTOR
+        elif _LOOP_EXECUTOR_NAME.match(thread.name):
+            thread.role = Role.LOOP_EXECUTOR
+        elif _is_executor_thread(mine):
+            thread.role = Role.EXECUTOR
         else:
             thread.role = Role.OTHER
+    # A pool thread under a name no pool gives (``loadlab-gil-probe``, ``Thread-3 (join)``) carries
+    # the name of a thread that had its id before: in a process whose loop executor is seen, it is
+    # one of that executor's threads (Quart, Falcon and Litestar leave no frame of their own there).
+    # Not where asgiref runs: Django makes an executor per request, and those come and go.
+    loop_executor_in = {k.pid for k, t in profile.threads.items() if t.role is Role.LOOP_EXECUTOR}
+    loop_executor_in -= {k.pid for k, t in profile.threads.items() if t.role is Role.ASGIREF_EXECUTOR}
+    for key, thread in profile.threads.items():
+        if (
+            thread.role is Role.EXECUTOR
+            and key.pid in loop_executor_in
+            and not thread.name.startswith("ThreadPoolExecutor-")
+        ):
+            thread.role = Role.LOOP_EXECUTOR
+
+
+def asgiref_shared_threads(profile: Profile, min_samples: int = 5) -> dict[int, Thread]:
+    """Per process, the one thread that ran all of asgiref's sync calls, where there is one.
+
+    Django's request handler gives each request an executor of its own (``ThreadSensitiveContext``),
+    so its ``def`` views run on as many threads as there are requests in flight. Outside it (a
+    Starlette or FastAPI app calling ``sync_to_async``, ``thread_sensitive=True`` by default, as
+    for Django's ORM) every call goes to asgiref's one shared thread: the calls wait in line for it,
+    a one-server station whatever the load. That is a process whose asgiref work (at least
+    ``min_samples`` samples) all ran on one thread."""
+    busy: dict[int, dict[ThreadKey, int]] = {}
+    for s in profile.stacks:
+        if profile.threads[s.thread].role is Role.ASGIREF_EXECUTOR and _runs_asgiref([s]):
+            per_thread = busy.setdefault(s.thread.pid, {})
+            per_thread[s.thread] = per_thread.get(s.thread, 0) + s.count
+    return {
+        pid: profile.threads[next(iter(threads))]
+        for pid, threads in busy.items()
+        if len(threads) == 1 and sum(threads.values()) >= min_samples
+    }
 
 
 # Native functions that mean "this thread is waiting": kernel calls from libc, and the CPython C

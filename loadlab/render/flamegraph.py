@@ -92,6 +92,8 @@ def group_label(thread: Thread, threads_in_group: int) -> str:
         return f"event loop — {thread.name or 'thread'} (pid {thread.key.pid})"
     if thread.role is Role.ANYIO_WORKER:
         return f"AnyIO worker threads (pid {thread.key.pid}, {threads_in_group} threads)"
+    if thread.role in (Role.ASGIREF_EXECUTOR, Role.LOOP_EXECUTOR, Role.EXECUTOR):
+        return f"{thread.role.value} threads (pid {thread.key.pid}, {threads_in_group} threads)"
     if thread.role is Role.POOL_CHILD:
         return "process-pool children"
     return f"other threads (pid {thread.key.pid})"
@@ -141,7 +143,7 @@ def _kind(frame: Frame, blocking: bool, waiting_leaf: bool) -> str:
     return "stdlib" if "site-packages" not in frame.file and "dist-packages" not in frame.file else "library"
 
 
-_GROUP_ORDER = ("event loop", "AnyIO", "process-pool", "other")
+_GROUP_ORDER = ("event loop", "AnyIO", "asgiref", "loop executor", "executor", "process-pool", "other")
 
 
 def _order(node: Node) -> tuple[int, int]:

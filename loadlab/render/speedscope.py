@@ -9,7 +9,12 @@ from loadlab.analysis.stacks import Frame, Profile, Role, ThreadKey
 from loadlab.render.flamegraph import short_path
 
 SCHEMA = "https://www.speedscope.app/file-format-schema.json"
-_ROLE_ORDER = {Role.EVENT_LOOP: 0, Role.ANYIO_WORKER: 1, Role.POOL_CHILD: 2, Role.OTHER: 3}
+# Thread order in speedscope: the loop, then the threads that run sync code (each framework's
+# pool), the process-pool children, the rest.
+_ROLE_ORDER = {
+    Role.EVENT_LOOP: 0, Role.ANYIO_WORKER: 1, Role.ASGIREF_EXECUTOR: 1, Role.LOOP_EXECUTOR: 1, Role.EXECUTOR: 1,
+    Role.POOL_CHILD: 2, Role.OTHER: 3,
+}  # fmt: skip
 
 
 def to_speedscope(profile: Profile, name: str) -> dict[str, Any]:
