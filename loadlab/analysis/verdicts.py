@@ -139,8 +139,17 @@ def blocker_verdicts(run: dict[str, Any]) -> list[Verdict]:
             after = ceiling("threadpool", service_s, users, thread_tokens(run), 1, 1) or 0 if service_s else 0
             if after:
                 gain = f" Offloaded, {users} users could reach ~{after:.0f} req/s instead of {row['rps']:.0f}."
-        out.append(Verdict("problem", f"{head}: {_advice(b, gain)}"))
+        out.append(Verdict("problem", f"{head}: {_advice(b, gain)}{_whatif(run, b)}"))
     return out
+
+
+def _whatif(run: dict[str, Any], blocker: dict[str, Any]) -> str:
+    """The ``loadlab whatif`` command that measures this blocker moved off the loop, if its source
+    is here to name the call."""
+    from loadlab.whatif import blocker_command
+
+    command = blocker_command(run, blocker)
+    return f" What-if: `{command}`" if command else ""
 
 
 def lock_ceilings(run: dict[str, Any]) -> list[dict[str, Any]]:
