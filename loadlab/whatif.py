@@ -232,12 +232,13 @@ def summary_lines(data: dict[str, Any]) -> list[str]:
         spread = f" (pairs: {', '.join('×' + times(g) for g in w['gains'])})" if gain["n"] > 1 else ""
         lines.append(f"measured gain: ×{times(gain['median'])} req/s{spread}")
     pred = w.get("prediction")
-    lines.append(
-        f"predicted gain: ×{times(pred['gain'])} ({pred['rps_before']:.0f} → {pred['rps_after']:.0f} req/s)"
-        if pred
-        else f"predicted gain: {NO_PREDICTION}"
-    )
-    lines.append(f"verdict: {w.get('agreement')}")
+    if pred:
+        lines.append(
+            f"predicted gain: ×{times(pred['gain'])} ({pred['rps_before']:.0f} → {pred['rps_after']:.0f} req/s)"
+        )
+        lines.append(f"verdict: {w.get('agreement')}")
+    else:
+        lines.append(f"predicted gain: {NO_PREDICTION}")
     return lines
 
 

@@ -234,48 +234,56 @@ def test_prediction_is_read_only_where_the_model_wrote_one() -> None:
 # -- Live: the demo's twins, and an app of our own --------------------------------------------------
 
 LOAD = ["-u", "10", "-t", "4", "--repeats", "1", "-q"]
+# The twin routes load the same server in the same run: on a shared machine two runs a minute
+# apart differ by up to a third in throughput; two routes under one load at one moment do not.
+TWIN_MARGIN = 0.15
 
 
-def _side_rps(out: Path) -> dict[str, float]:
-    sides = run_json(out)["whatif"]["sides"]
-    return {side: float(sides[side]["rps"]["median"]) for side in ("baseline", "offloaded")}
+def _rows(run_dir: Path) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in run_json(run_dir)["stats"]}
 
 
-def _profile_rps(out: Path, *args: str) -> float:
-    result = loadlab("profile", *args, "-q", "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    return sum(s["rps"] for s in run_json(out)["stats"] if s["name"] not in ("Aggregated", "/health (canary)"))
+def _assert_like_twin(rows: dict[str, dict[str, Any]], offloaded: str, twin: str) -> None:
+    """Each request of the offloaded route took as long as one of its hand-written twin (±15%)."""
+    ratio = rows[offloaded]["avg_ms"] / rows[twin]["avg_ms"]
+    assert 1 - TWIN_MARGIN <= ratio <= 1 + TWIN_MARGIN, (offloaded, twin, ratio)
 
 
 @pytest.mark.slow
 def test_demo_io_offloads_measure_like_their_twins(tmp_path: Path) -> None:
     """``time.sleep`` in blocking-sleep and ``sync_helper_sleep`` in helper-sleep, both moved to the
-    threadpool, against threadpool-sleep and offload-sleep written by hand: within ±15%."""
+    threadpool, against threadpool-sleep and offload-sleep written by hand, in the same runs."""
     out = tmp_path / "whatif"
-    result = loadlab("whatif", "-T", "blocking-sleep,helper-sleep", *LOAD, "--out", str(out),
-                     "--offload", "target_app.routes.io:time.sleep",
+    result = loadlab("whatif", "-T", "blocking-sleep,threadpool-sleep,helper-sleep,offload-sleep", *LOAD,
+                     "--out", str(out), "--offload", "target_app.routes.io:time.sleep",
                      "--offload", "target_app.routes.io:sync_helper_sleep")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "measured gain: ×" in result.stdout
-    rps = _side_rps(out)
-    twin = _profile_rps(tmp_path / "twin", "-T", "threadpool-sleep,offload-sleep", "-u", "10", "-t", "4")
-    assert rps["offloaded"] > 3 * rps["baseline"]
-    assert 0.85 <= rps["offloaded"] / twin <= 1.15, (rps, twin)
     record = run_json(out)
-    assert [s["line"] for s in record["whatif"]["rewritten"]] == [33, 77]
+    w = record["whatif"]
+    assert [s["line"] for s in w["rewritten"]] == [33, 77]
     assert [v["applied"] for v in record["variants"] if v["name"] == "offloaded"] == [["io.py:33", "io.py:77"]]
+    assert w["sides"]["offloaded"]["loop_busy"]["median"] < 0.3 < w["sides"]["baseline"]["loop_busy"]["median"]
+    assert w["gain"]["median"] > 2
+    rows = _rows(out / "offloaded-1")
+    _assert_like_twin(rows, "/io/blocking-sleep", "/io/threadpool-sleep")
+    _assert_like_twin(rows, "/io/helper-sleep", "/io/offload-sleep")
+    before = _rows(out / "baseline-1")
+    assert before["/io/blocking-sleep"]["avg_ms"] > 2 * rows["/io/blocking-sleep"]["avg_ms"]
 
 
 @pytest.mark.slow
 def test_demo_cpu_offloaded_to_processes_measures_like_its_twin(tmp_path: Path) -> None:
+    """``burn_cpu`` in /cpu/async moved to a process pool, against /cpu/process, in the same runs."""
     out = tmp_path / "whatif"
-    load = ["--scenario", "cpu", "-u", "4", "-t", "4"]
-    result = loadlab("whatif", *load, "-T", "async", "--repeats", "1", "-q", "--out", str(out),
-                     "--offload", "target_app.routes.cpu:burn_cpu", "--to", "process")  # fmt: skip
+    load = ["--scenario", "cpu", "-u", "4", "-t", "4", "-T", "async,process", "--repeats", "1", "-q"]
+    result = loadlab(
+        "whatif", *load, "--out", str(out), "--offload", "target_app.routes.cpu:burn_cpu", "--to", "process"
+    )
     assert result.returncode == 0, result.stderr
-    rps = _side_rps(out)
-    twin = _profile_rps(tmp_path / "twin", *load, "-T", "process")
-    assert 0.85 <= rps["offloaded"] / twin <= 1.15, (rps, twin)
+    w = run_json(out)["whatif"]
+    assert w["sides"]["offloaded"]["loop_busy"]["median"] < 0.3 < w["sides"]["baseline"]["loop_busy"]["median"]
+    _assert_like_twin(_rows(out / "offloaded-1"), "/cpu/async", "/cpu/process")
 
 
 @pytest.mark.slow
