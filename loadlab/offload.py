@@ -375,17 +375,16 @@ def plan(offloads: Sequence[Offload]) -> list[Rewrite]:
         bound, _, star = module_names(tree)
         mine = [o for o in offloads if o.module == module]
         for o in mine:
-            if _root(o.callee) not in bound and not hasattr(builtins, _root(o.callee)) and not star:
-                raise OffloadError(
-                    f"--offload {o.spec}: `{_root(o.callee)}` is not defined in {module} ({path.name}); "
-                    "name the callee as that module's code calls it"
-                )
-            async_defs = [n for n in tree.body if isinstance(n, ast.AsyncFunctionDef) and n.name == o.callee]
-            if async_defs:
+            if any(isinstance(n, ast.AsyncFunctionDef) and n.name == o.callee for n in tree.body):
                 raise OffloadError(f"--offload {o.spec}: `{o.callee}` is an async def; calling it does not block")
         result = rewrite(source, str(path), module, mine)
         for o in mine:
             found = [s for s in result.sites + result.skipped if s.callee == o.callee]
+            if not found and _root(o.callee) not in bound and not hasattr(builtins, _root(o.callee)) and not star:
+                raise OffloadError(
+                    f"--offload {o.spec}: `{_root(o.callee)}` is not defined in {module} ({path.name}); "
+                    "name the callee as that module's code calls it"
+                )
             if not found:
                 raise OffloadError(f"--offload {o.spec}: {module} ({path.name}) never calls `{o.callee}`")
             if not any(s.callee == o.callee for s in result.sites):

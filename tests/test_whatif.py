@@ -103,6 +103,26 @@ def test_process_target_refuses_what_cannot_be_pickled() -> None:
     ]
 
 
+def test_a_method_is_offloaded_as_the_code_calls_it() -> None:
+    """``self._ship(...)`` in a class-based middleware: the callee is the bound method."""
+    source = textwrap.dedent(
+        """
+        class Audit:
+            def _ship(self, line):
+                pass
+
+            async def dispatch(self, request, call_next):
+                response = await call_next(request)
+                self._ship(str(request))
+                return response
+        """
+    )
+    result = rewrite(source, "mw.py", "mw", [parse_offload("mw:self._ship")])
+    assert [(s.function, s.after) for s in result.sites] == [
+        ("dispatch", "await anyio.to_thread.run_sync(functools.partial(self._ship, str(request)))")
+    ]
+
+
 def _tree_hashes(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
@@ -216,6 +236,9 @@ def test_blocker_verdict_gives_the_whatif_command() -> None:
     cpu = {"function": "burn_cpu", "file": str(REPO / "target_app/work.py"), "line": 20, "kind": "cpu"}
     assert str(blocker_command(run, cpu)).endswith("--offload target_app.routes.cpu:burn_cpu --to process")
     assert blocker_command(run, {**cpu, "file": "/elsewhere/work.py"}) is None
+    # A pure-ASGI middleware of a realistic app: the call on the blocker's line.
+    shop = {"function": "RequestTimer.__call__", "file": str(REPO / "tests/apps/shop.py"), "line": 46, "kind": "wait"}
+    assert str(blocker_command(run, shop)).endswith("--offload tests.apps.shop:time.sleep")
 
 
 def test_prediction_is_read_only_where_the_model_wrote_one() -> None:
