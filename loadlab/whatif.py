@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import os
 import shlex
 import time
@@ -273,6 +274,9 @@ def whatif_command(run: dict[str, Any], module: str, callee: str, to: str) -> st
     if cfg.get("tags"):
         argv += ["-T", ",".join(cfg["tags"])]
     argv += ["-u", str(cfg.get("users", 20)), "-t", f"{float(cfg.get('duration', 8)):g}"]
+    for key, default in (("workers", 1), ("server", "uvicorn"), ("loop", "auto")):  # the server as it ran
+        if cfg.get(key, default) != default:
+            argv += [f"--{key}", str(cfg[key])]
     argv += ["--offload", f"{module}:{callee}"] + (["--to", to] if to != "thread" else [])
     return shlex.join(argv)
 
@@ -310,7 +314,16 @@ MAX_SCANNED = 300  # files of a package searched for an async caller of a blocki
 
 def _tree(path: Path) -> ast.Module | None:
     try:
-        return ast.parse(path.read_bytes(), filename=str(path))
+        return _parsed(str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed(path: str, mtime_ns: int) -> ast.Module | None:
+    """A source file's syntax tree, parsed once per version (a report has several blockers)."""
+    try:
+        return ast.parse(Path(path).read_bytes(), filename=path)
     except (OSError, SyntaxError, ValueError):
         return None
 
