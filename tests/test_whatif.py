@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import compileall
 import hashlib
 import importlib
 import json
@@ -157,7 +158,9 @@ def blocking_package(tmp_path: Path) -> Iterator[Path]:
             del sys.modules[name]
 
 
-def test_import_hook_rewrites_in_memory_only(blocking_package: Path) -> None:
+def test_import_hook_rewrites_in_memory_only(blocking_package: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as Python runs by default: caches written
+    importlib.import_module("wipkg")
     before = _tree_hashes(blocking_package)
     finder = OffloadFinder([parse_offload("wipkg.routes:block")], applied=blocking_package.parent)
     sys.meta_path.insert(0, finder)
@@ -170,6 +173,10 @@ def test_import_hook_rewrites_in_memory_only(blocking_package: Path) -> None:
     assert _tree_hashes(blocking_package) == before  # no source, no bytecode cache written
     applied = json.loads(next(blocking_package.parent.glob("applied-*.json")).read_text())
     assert [s["line"] for s in applied["wipkg.routes"]["rewritten"]] == [9]
+    # The same import without the hook does write a cache: the comparison above can see one.
+    del sys.modules["wipkg.routes"]
+    assert asyncio.run(importlib.import_module("wipkg.routes").handler()) == threading.current_thread().name
+    assert _tree_hashes(blocking_package) != before
 
 
 @pytest.mark.parametrize(
@@ -312,12 +319,13 @@ def test_demo_cpu_offloaded_to_processes_measures_like_its_twin(tmp_path: Path) 
 @pytest.mark.slow
 def test_dependency_and_middleware_move_off_the_loop_and_nothing_on_disk_changes(tmp_path: Path) -> None:
     apps = REPO / "tests" / "apps"
-    importlib.import_module("tests.apps.ledger")  # its bytecode cache exists before, as in any project
+    compileall.compile_dir(apps, quiet=1)  # the bytecode caches exist before, as in any project
     before = _tree_hashes(apps)
     out = tmp_path / "whatif"
-    result = loadlab("whatif", "--app", "tests.apps.ledger:app", "--locustfile", "tests/apps/ledger_locustfile.py",
-                     *LOAD, "--out", str(out), "--offload", "tests.apps.ledger:fetch_rows",
-                     "--offload", "tests.apps.ledger:ship_log")  # fmt: skip
+    app = ["--app", "tests.apps.ledger:app", "--locustfile", "tests/apps/ledger_locustfile.py"]
+    offloads = ["--offload", "tests.apps.ledger:fetch_rows", "--offload", "tests.apps.ledger:ship_log"]
+    writes_caches = {"PYTHONDONTWRITEBYTECODE": ""}  # as Python does by default
+    result = loadlab("whatif", *app, *LOAD, "--out", str(out), *offloads, env=writes_caches)
     assert result.returncode == 0, result.stderr
     assert _tree_hashes(apps) == before
     w = run_json(out)["whatif"]
