@@ -235,6 +235,8 @@ class _Rewriter(ast.NodeTransformer):
         """Why the callee or an argument could not be pickled for a process, if it could not."""
         if _root(callee) in self.module_lambdas and "." not in callee:
             return f"`{callee}` is a lambda: a process pool can only run a function importable by name"
+        if _root(callee) in ("self", "cls") and "." in callee:
+            return f"`{callee}` is a bound method: pickling it for a process would carry its whole object along"
         local = _locals_of(self.scopes)
         if _root(callee) in local:
             return f"`{_root(callee)}` is local to the function: a process pool can only run a module-level function"

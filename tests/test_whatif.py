@@ -122,6 +122,8 @@ def test_a_method_is_offloaded_as_the_code_calls_it() -> None:
     assert [(s.function, s.after) for s in result.sites] == [
         ("dispatch", "await anyio.to_thread.run_sync(functools.partial(self._ship, str(request)))")
     ]
+    [refused] = rewrite(source, "mw.py", "mw", [parse_offload("mw:self._ship", "process")]).skipped
+    assert refused.reason is not None and "bound method" in refused.reason
 
 
 def _tree_hashes(folder: Path) -> dict[str, str]:
