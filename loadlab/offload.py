@@ -142,6 +142,13 @@ def offloaded_call(call: ast.Call, callee: ast.expr, to: str, plain: bool = Fals
     return out
 
 
+def _plain(code: str) -> str:
+    """Rewritten code with the names a person writes (a call inside the call was rewritten first)."""
+    for name, alias in [*_ALIASES.items(), ("functools", _PARTIAL)]:
+        code = code.replace(f"{alias}.", f"{name}.")
+    return code
+
+
 def _dotted(name: str) -> ast.expr:
     parts = name.split(".")
     node: ast.expr = ast.Name(parts[0], ast.Load())
@@ -153,9 +160,9 @@ def _dotted(name: str) -> ast.expr:
 class _Rewriter(ast.NodeTransformer):
     """Rewrites the offloadable calls in place, noting each site; see :func:`rewrite`."""
 
-    def __init__(self, module: str, file: str, callees: dict[str, str], local_defs: set[str]) -> None:
+    def __init__(self, module: str, file: str, callees: dict[str, str], module_lambdas: set[str]) -> None:
         self.module, self.file, self.callees = module, file, callees
-        self.module_lambdas = local_defs
+        self.module_lambdas = module_lambdas
         self.scopes: list[ast.AST] = []
         self.finally_depth: list[int] = [0]
         self.awaited: set[int] = set()
@@ -191,6 +198,7 @@ class _Rewriter(ast.NodeTransformer):
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         awaited = id(node) in self.awaited
+        before = ast.unparse(node)  # as written, before any call inside it is rewritten
         self.generic_visit(node)  # inner calls first: f(f(x)) offloads both
         callee = ast.unparse(node.func)
         to = self.callees.get(callee)
@@ -199,11 +207,11 @@ class _Rewriter(ast.NodeTransformer):
         function, reason = self._context(awaited)
         if reason is None and to == "process":
             reason = self._unpicklable(node, callee)
-        site = Site(self.module, self.file, node.lineno, function, callee, to, ast.unparse(node), reason=reason)
+        site = Site(self.module, self.file, node.lineno, function, callee, to, before, reason=reason)
         self.result.append(site)
         if reason is not None:
             return node
-        site.after = ast.unparse(offloaded_call(node, node.func, to, plain=True))
+        site.after = _plain(ast.unparse(offloaded_call(node, node.func, to, plain=True)))
         return offloaded_call(node, node.func, to)
 
     def _context(self, awaited: bool) -> tuple[str | None, str | None]:

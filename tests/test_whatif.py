@@ -58,6 +58,8 @@ def test_rewrite_moves_each_safe_call_and_lists_the_others() -> None:
     result = rewrite(SOURCE, "m.py", "m", [parse_offload("m:time.sleep")])
     assert [s.line for s in result.sites] == [10, 11, 21, 21]
     assert result.sites[0].after == "await anyio.to_thread.run_sync(functools.partial(time.sleep, x))"
+    outer = next(s for s in result.sites if s.before == "time.sleep(time.sleep(0))")  # as written
+    assert outer.after is not None and "_loadlab" not in outer.after and outer.after.count("run_sync") == 2
     reasons = {s.line: s.reason or "" for s in result.skipped}
     assert set(reasons) == {7, 12, 13, 15, 19, 20, 23}
     assert "not an async def" in reasons[7]
