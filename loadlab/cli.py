@@ -439,7 +439,7 @@ def whatif(offloads: tuple[str, ...], to: str, repeats: int, **opts: Any) -> Non
 
     data = _stored(lambda: load_run(run_dir))
     click.echo("\n".join(summary_lines(data)))
-    click.echo(f"run folder: {run_dir}\nreport: {run_dir / 'whatif.md'}, {run_dir / 'comparison.html'}")
+    click.echo(f"run folder: {run_dir}\nreport (open this first): {run_dir / 'whatif.html'}")
     _exit_for_status(run_dir)
 
 

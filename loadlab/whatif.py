@@ -96,6 +96,7 @@ def run_whatif(cfg: ProfileConfig, offloads: Sequence[Offload], repeats: int, pr
         record.save()
         write_comparison([run_dir], run_dir)
         (run_dir / "whatif.md").write_text(whatif_markdown(record.data), encoding="utf-8")
+        (run_dir / "whatif.html").write_text(whatif_html(record.data), encoding="utf-8")
     except KeyboardInterrupt:
         record.data["status"], record.data["reason"] = "incomplete", "interrupted"
         raise
@@ -258,6 +259,40 @@ def whatif_markdown(data: dict[str, Any]) -> str:
     if w.get("reason"):
         lines += ["", f"Problems: {w['reason']}"]
     return "\n".join(lines) + "\n"
+
+
+def whatif_html(data: dict[str, Any]) -> str:
+    """The same as ``whatif.md``, as a page beside the suite's comparison."""
+    from loadlab.render.html import STYLE, esc, inline_code
+
+    w = data["whatif"]
+    offloads = ", ".join(f"`{o['module']}:{o['callee']}` to a {o['to']}" for o in w["offloads"])
+    summary = esc("\n".join(summary_lines(data)))
+    sites = "".join(
+        f"<li>{esc(Path(s['file']).name)}:{s['line']} in <code>{esc(s['function'])}</code>: "
+        f"<code>{esc(s['before'])}</code> → <code>{esc(s['after'])}</code></li>"
+        for s in w["rewritten"]
+    )
+    alone = "".join(
+        f"<li>{esc(Path(s['file']).name)}:{s['line']}: <code>{esc(s['before'])}</code> — "
+        f"{inline_code(s['reason'])}</li>"
+        for s in w["left_alone"]
+    )
+    runs = "".join(
+        f'<li><a href="{esc(v["dir"])}/report.html">{esc(v["dir"])}</a>: {esc(v.get("status"))}</li>'
+        for v in data["variants"]
+    )
+    problems = f'<div class="v warning">{esc(w["reason"])}</div>' if w.get("reason") else ""
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>loadlab whatif</title>
+<style>{STYLE}</style></head><body>
+<h1>What if: {inline_code(offloads)}</h1>
+<div class="meta">Both versions under the same load, interleaved, each on a fresh server; the fix was made
+in memory (no file changed). <a href="comparison.html">The comparison</a> has every figure.</div>{problems}
+<pre>{summary}</pre>
+<h2>Call sites rewritten</h2><ul>{sites}</ul>
+{f"<h2>Call sites left alone</h2><ul>{alone}</ul>" if alone else ""}
+<h2>Runs</h2><ul>{runs}</ul>
+</body></html>"""
 
 
 def whatif_command(run: dict[str, Any], module: str, callee: str, to: str) -> str:

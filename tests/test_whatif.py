@@ -339,3 +339,5 @@ def test_dependency_and_middleware_move_off_the_loop_and_nothing_on_disk_changes
     assert w["sides"]["offloaded"]["rps"]["median"] > 2 * w["sides"]["baseline"]["rps"]["median"]
     assert w["sides"]["offloaded"]["loop_busy"]["median"] < w["sides"]["baseline"]["loop_busy"]["median"]
     assert (out / "whatif.md").read_text().count("→") >= 2
+    page = (out / "whatif.html").read_text()
+    assert page.count("→") == 2 and "in a finally block" in page and 'href="offloaded-1/report.html"' in page
