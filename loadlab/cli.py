@@ -370,6 +370,79 @@ def profile(**opts: Any) -> None:
     _exit_for_status(run_dir)
 
 
+@main.command()
+@_target_options
+@click.option(
+    "--offload",
+    "offloads",
+    multiple=True,
+    required=True,
+    metavar="MODULE:CALLEE",
+    help="Move every call to CALLEE (as MODULE's code writes it: _throttle, time.sleep) made in an async def "
+    "of MODULE off the loop, in memory (repeatable).",
+)
+@click.option(
+    "--to",
+    type=click.Choice(["thread", "process"]),
+    default="thread",
+    show_default=True,
+    help="Where the calls go: anyio's threadpool, or a process pool (the callee and arguments must pickle).",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(1, 10),
+    default=2,
+    show_default=True,
+    help="Pairs of runs, interleaved: baseline, offloaded, baseline, offloaded…",
+)
+@click.option("--users", "-u", envvar="LOADLAB_USERS", type=_int_range("--users"), default=20, show_default=True)
+@click.option(
+    "--spawn-rate",
+    "-r",
+    envvar="LOADLAB_SPAWN_RATE",
+    type=_float_range("--spawn-rate"),
+    default=20.0,
+    show_default=True,
+)
+@click.option(
+    "--duration",
+    "-t",
+    envvar="LOADLAB_DURATION",
+    type=_float_range("--duration"),
+    default=8.0,
+    show_default=True,
+    help="Seconds of load per run.",
+)
+@click.option("--out", type=click.Path(path_type=Path), help="The run folder itself (must not exist, or be empty).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def whatif(offloads: tuple[str, ...], to: str, repeats: int, **opts: Any) -> None:
+    """Measure a fix before making it: the app as it is and with blocking calls moved off the loop
+    in memory (no file changes), under the same load, interleaved, on fresh servers.
+
+    Example: loadlab whatif -T blocking-sleep --offload target_app.routes.io:time.sleep
+    """
+    from loadlab.offload import parse_offload, plan
+    from loadlab.whatif import run_whatif, summary_lines
+
+    config = _target_config(
+        opts, users=opts["users"], spawn_rate=opts["spawn_rate"], duration=opts["duration"], out=opts["out"]
+    )
+    try:
+        parsed = [parse_offload(o, to) for o in offloads]
+        config.validated()
+        plan(parsed)  # a callee that is not there is refused before any server starts
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    run_dir = _run_children(lambda: run_whatif(config, parsed, repeats, Progress(quiet=opts["quiet"])))
+    from loadlab.results import load_run
+
+    data = _stored(lambda: load_run(run_dir))
+    click.echo("\n".join(summary_lines(data)))
+    click.echo(f"run folder: {run_dir}\nreport (open this first): {run_dir / 'whatif.html'}")
+    _exit_for_status(run_dir)
+
+
 # ``loadlab profile``'s exit code by the run's status (a suite's is its worst variant's).
 EXIT_CODES = {"complete": 0, "failed": 1, "doubtful": 3}
 

@@ -14,6 +14,7 @@ from typing import Any
 from uvicorn.importer import import_from_string
 
 from loadlab.instrument import DEFAULT_STALL_MS, InstrumentedApp, instrument
+from loadlab.offload import install_from_env
 
 USER_APP_PREFIX = "/__loadlab__"
 
@@ -22,6 +23,7 @@ def create_app() -> Any:
     spec = os.environ.get("LOADLAB_WRAP_APP")
     if not spec:
         raise RuntimeError("LOADLAB_WRAP_APP is not set: it names the app to wrap, as module:attr")
+    install_from_env()  # `loadlab whatif`: the fix is made in memory as the app's modules are imported
     app = import_from_string(spec)
     if os.environ.get("LOADLAB_WRAP_FACTORY") == "1":
         app = app()

@@ -135,7 +135,7 @@ def blocker_verdicts(run: dict[str, Any]) -> list[Verdict]:
         # What moving it buys, from the model of the whole mix: the other blockers still hold the loop.
         w = what_ifs.get(b["function"])
         gain = f" {_what_if_text(w, model)}" if w and model else ""
-        out.append(Verdict("problem", f"{head}: {_advice(b, gain)}"))
+        out.append(Verdict("problem", f"{head}: {_advice(b, gain)}{_whatif(run, b)}"))
     return out
 
 
@@ -249,6 +249,15 @@ def model_verdicts(run: dict[str, Any]) -> list[Verdict]:
                 )
             )
     return out
+
+
+def _whatif(run: dict[str, Any], blocker: dict[str, Any]) -> str:
+    """The ``loadlab whatif`` command that measures this blocker moved off the loop, if its source
+    is here to name the call."""
+    from loadlab.whatif import blocker_command
+
+    command = blocker_command(run, blocker)
+    return f" What-if: `{command}`" if command else ""
 
 
 def lock_ceilings(run: dict[str, Any]) -> list[dict[str, Any]]:
