@@ -138,7 +138,9 @@ def test_web_ui_profiles_each_test_and_compares_them(tmp_path: Path) -> None:
             assert report.status_code == 200 and "blocking_sleep" in report.text
 
             # Test 2, from the form again (New test): the async variant, loaded harder mid-test (Edit).
-            page.get_by_role("button", name="New").click()
+            # Locust shows New once its stop's clean-up ends: blocked requests in flight, and the
+            # test_stop listeners (our outputs, the demo's last poll of a blocked app), can take a while.
+            page.get_by_role("button", name="New").click(timeout=ANALYSED_S * 1000)
             page.get_by_text("Custom parameters").click()
             page.fill("input[name=loadlabTags]", "async")
             page.get_by_role("button", name="Start").click()
