@@ -198,6 +198,26 @@ def _target_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+# The load of one run: `loadlab profile` and `loadlab whatif` take it alike.
+_LOAD_OPTIONS = (
+    click.option("--users", "-u", envvar="LOADLAB_USERS", type=_int_range("--users"), default=20, show_default=True),
+    click.option(
+        "--spawn-rate", "-r", envvar="LOADLAB_SPAWN_RATE", type=_float_range("--spawn-rate"), default=20.0,
+        show_default=True,
+    ),
+    click.option(
+        "--duration", "-t", envvar="LOADLAB_DURATION", type=_float_range("--duration"), default=8.0,
+        show_default=True, help="Seconds of load per run.",
+    ),
+)  # fmt: skip
+
+
+def _load_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(_LOAD_OPTIONS):
+        command = option(command)
+    return command
+
+
 def _target_config(opts: dict[str, Any], **more: Any) -> ProfileConfig:
     """A :class:`ProfileConfig` from the options of :data:`_TARGET_OPTIONS`, plus ``more``."""
     return ProfileConfig(
@@ -227,24 +247,7 @@ def _target_config(opts: dict[str, Any], **more: Any) -> ProfileConfig:
     envvar="LOADLAB_VARIANTS",
     help="Tags to run one after another, each on a fresh server (e.g. blocking,async).",
 )
-@click.option("--users", "-u", envvar="LOADLAB_USERS", type=_int_range("--users"), default=20, show_default=True)
-@click.option(
-    "--spawn-rate",
-    "-r",
-    envvar="LOADLAB_SPAWN_RATE",
-    type=_float_range("--spawn-rate"),
-    default=20.0,
-    show_default=True,
-)
-@click.option(
-    "--duration",
-    "-t",
-    envvar="LOADLAB_DURATION",
-    type=_float_range("--duration"),
-    default=8.0,
-    show_default=True,
-    help="Seconds of load per run.",
-)
+@_load_options
 @click.option(
     "--locust-processes",
     envvar="LOADLAB_LOCUST_PROCESSES",
@@ -395,24 +398,7 @@ def profile(**opts: Any) -> None:
     show_default=True,
     help="Pairs of runs, interleaved: baseline, offloaded, baseline, offloaded…",
 )
-@click.option("--users", "-u", envvar="LOADLAB_USERS", type=_int_range("--users"), default=20, show_default=True)
-@click.option(
-    "--spawn-rate",
-    "-r",
-    envvar="LOADLAB_SPAWN_RATE",
-    type=_float_range("--spawn-rate"),
-    default=20.0,
-    show_default=True,
-)
-@click.option(
-    "--duration",
-    "-t",
-    envvar="LOADLAB_DURATION",
-    type=_float_range("--duration"),
-    default=8.0,
-    show_default=True,
-    help="Seconds of load per run.",
-)
+@_load_options
 @click.option("--out", type=click.Path(path_type=Path), help="The run folder itself (must not exist, or be empty).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def whatif(offloads: tuple[str, ...], to: str, repeats: int, **opts: Any) -> None:
