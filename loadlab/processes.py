@@ -23,13 +23,16 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 import httpx
 import psutil
 
 from loadlab._guard import TOKEN_VAR, carriers
 from loadlab.config import LOOPBACK, with_checkout_on_path
+
+if TYPE_CHECKING:
+    from loadlab.recording import ChildRecorders
 
 __all__ = ["LOOPBACK"]  # re-exported: processes and tests bind to it
 
@@ -445,17 +448,24 @@ def pyspy_binary() -> str | None:
 
 
 def pyspy_argv(
-    output: Path, *, rate: int = 100, native: bool = False, nonblocking: bool = False, pid: int | None = None
+    output: Path,
+    *,
+    rate: int = 100,
+    native: bool = False,
+    nonblocking: bool = False,
+    pid: int | None = None,
+    subprocesses: bool = True,
 ) -> list[str]:
-    """``py-spy record`` in raw (folded) format with every thread, idle ones included, and every
-    subprocess; the server's command line follows after ``--``, or py-spy attaches to ``pid``."""
+    """``py-spy record`` in raw (folded) format with every thread, idle ones included, and (unless
+    ``subprocesses`` is False: see :mod:`loadlab.recording`) every subprocess; the server's command
+    line follows after ``--``, or py-spy attaches to ``pid``."""
     binary = pyspy_binary()
     if binary is None:
         raise ProcessError(
             "py-spy was not found (pip install 'py-spy>=0.4.2', or set LOADLAB_PYSPY); "
             "see `loadlab doctor`, or run the load test alone with --no-profile"
         )
-    argv = [binary, "record", "--rate", str(rate), "--idle", "--threads", "--subprocesses"]
+    argv = [binary, "record", "--rate", str(rate), "--idle", "--threads"] + (["--subprocesses"] if subprocesses else [])
     argv += ["--format", "raw", "--full-filenames", "--output", str(output)]
     if native:
         argv.append("--native")
@@ -483,8 +493,12 @@ class ProfiledServer:
         log_path: Path,
         stop_timeout: float = 20.0,
         attach: bool = False,
+        children: ChildRecorders | None = None,
     ) -> None:
         argv = list(server_argv)
+        # children: py-spy records the server's own process only; these record its children.
+        self.children = children
+        self.children_summary: dict[str, object] | None = None
         env = dict(os.environ if env is None else env)
         self.exit_file = log_path.with_name(f".{log_path.stem}-exit-code")
         # attach: py-spy is started later, by PID (start_profiler), when the load begins.
@@ -512,6 +526,8 @@ class ProfiledServer:
 
     def __enter__(self) -> ProfiledServer:
         self.process.start()
+        if self.children is not None:
+            self.children.watch(self.server_pid)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -594,6 +610,8 @@ class ProfiledServer:
         # from where this one stopped; only a finished stop is final.
         if self.spy is not None and self.spy_exit_code is None:
             self.spy_exit_code = self.spy.stop()  # attached: py-spy first (SIGINT: it writes), the server after
+        if self.children is not None:
+            self.children.stop()  # the children's recorders first too, while what they sample still runs
         if self.stopped or self.process.popen is None:
             return self.process.leftovers
         self.process.remember_descendants()
@@ -628,4 +646,6 @@ class ProfiledServer:
                 self.process.popen.wait(self.stop_timeout)
         self.process.stop()
         self.stopped = True
+        if self.children is not None and self.children_summary is None:
+            self.children_summary = self.children.merge_into(self.children.main_output)
         return self.process.leftovers

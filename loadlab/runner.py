@@ -57,6 +57,7 @@ from loadlab.processes import (
     wait_ready,
 )
 from loadlab.progress import Progress
+from loadlab.recording import ChildRecorders, can_split
 from loadlab.redact import redact_url, scrub_folder
 from loadlab.report import render_run, write_comparison
 from loadlab.results import (
@@ -368,6 +369,10 @@ def _stop_server(run: Run, cfg: ProfileConfig, target: Target, progress: Progres
         attached = server.attach_argv is not None
         run.data["profiler_exit_code"] = server.spy_exit_code if attached else server.process.returncode
         run.data["profiler_warnings"] = pyspy_warnings(server.spy_log if attached else run.dir / "server.log")
+        run.data["profiler"] = server.children_summary or {"mode": "subprocesses", "rate": cfg.rate}
+        if server.children is not None:
+            run.data["pids"]["child_profilers"] = server.children.pids
+            run.data["profiler_warnings"] += pyspy_warnings(server.children.log_path)
         if attached and server.spy is None:
             run.data["profile_error"] = "py-spy never started: the load never began"
 
@@ -418,9 +423,20 @@ def _start_server(
     env.setdefault("LOADLAB_STALL_MS", str(PROFILE_STALL_MS))
     if cfg.profile:
         env.setdefault(LOOP_SAMPLE_ENV, str(LOOP_SAMPLE_HZ))
+    # One uvicorn process: py-spy samples it alone, and its children (a process pool) get their own,
+    # slower, non-pausing recorders (loadlab.recording); the loops of --workers N and gunicorn's
+    # workers are children, so those are recorded with --subprocesses as before.
+    split = cfg.profile and cfg.server == "uvicorn" and cfg.workers == 1 and not cfg.expect_workers and can_split()
     profiler = (
-        pyspy_argv(run.dir / RAW_PROFILE, rate=cfg.rate, native=cfg.native, nonblocking=cfg.nonblocking)
+        pyspy_argv(
+            run.dir / RAW_PROFILE, rate=cfg.rate, native=cfg.native, nonblocking=cfg.nonblocking, subprocesses=not split
+        )
         if cfg.profile
+        else None
+    )
+    recorders = (
+        ChildRecorders(run.dir / RAW_PROFILE, cfg.rate, run.dir / "py-spy-children.log", native=cfg.native)
+        if split
         else None
     )
     what = f"py-spy at {cfg.rate} Hz{' with --native' if cfg.native else ''}" if cfg.profile else "no profiler"
@@ -430,7 +446,7 @@ def _start_server(
         server = children.enter_context(
             ProfiledServer(
                 server_argv, profiler_argv=profiler, env=env, log_path=run.dir / "server.log",
-                attach=bool(cfg.expect_workers),
+                attach=bool(cfg.expect_workers), children=recorders,
             )
         )  # fmt: skip
         run.artefact("server_log", run.dir / "server.log")

@@ -1,0 +1,260 @@
+"""What one py-spy sample costs on this machine, per thread and per process (issue 18).
+
+``python -m benchmarks.pyspy_cost`` (``make bench-pyspy``) attaches ``py-spy record --pid`` to a
+target (``benchmarks/_spytarget.py``: a main thread counting as fast as it can, N idle threads,
+M idle spawned children) in each setting, and measures over the same windows:
+
+- **py-spy's CPU**, in % of one core, from its process's CPU times, and so its cost per sample;
+- **the target's loss**: the main thread's counting rate with py-spy attached against the windows
+  just before and after without it (paired, interleaved). With py-spy on the other core this is
+  what pausing the process costs the app; with py-spy on the target's own core (a CPU-bound server
+  on a full core), py-spy's CPU is taken from the app as well.
+
+It writes ``benchmarks/results/pyspy-cost-<time>.json`` (every window) and ``.md`` (the table).
+Fit: CPU per sample = a + b × threads, by least squares over the blocking (and nonblocking) rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from loadlab.processes import ManagedProcess, pyspy_binary
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+@dataclass(frozen=True)
+class Setting:
+    threads: int
+    children: int
+    flags: tuple[str, ...]
+    same_core: bool = False  # py-spy on the target's core (else on the other one)
+    rate: int = 100
+
+    @property
+    def label(self) -> str:
+        core = "same core" if self.same_core else "other core"
+        return f"{self.threads} threads, {self.children} children, --rate {self.rate} {' '.join(self.flags)} ({core})"
+
+
+BASE = ("--idle", "--threads")
+SETTINGS = [
+    Setting(1, 0, BASE),
+    Setting(10, 0, BASE),
+    Setting(40, 0, BASE),
+    Setting(1, 0, (*BASE, "--nonblocking")),
+    Setting(10, 0, (*BASE, "--nonblocking")),
+    Setting(40, 0, (*BASE, "--nonblocking")),
+    Setting(10, 0, ("--threads",)),
+    Setting(10, 3, (*BASE, "--subprocesses")),
+    Setting(10, 3, (*BASE, "--subprocesses", "--nonblocking")),
+    Setting(10, 0, (*BASE, "--native")),
+    Setting(10, 0, BASE, same_core=True),
+    Setting(10, 0, (*BASE, "--nonblocking"), same_core=True),
+    Setting(10, 0, BASE, same_core=True, rate=50),
+]
+
+
+def _rate(lines: list[tuple[float, int]], start: float, end: float) -> float:
+    inside = [(t, n) for t, n in lines if start <= t <= end]
+    if len(inside) < 2:
+        raise RuntimeError("the target printed too little in a window (is it running?)")
+    (t0, n0), (t1, n1) = inside[0], inside[-1]
+    return (n1 - n0) / (t1 - t0)
+
+
+def _read(log: Path) -> list[tuple[float, int]]:
+    out = []
+    for line in log.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            out.append((float(parts[0]), int(parts[1])))
+    return out
+
+
+def _cpu(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(
+        times.user + times.system + getattr(times, "children_user", 0.0) + getattr(times, "children_system", 0.0)
+    )
+
+
+def measure(
+    setting: Setting, *, window: float, rounds: int, work: Path, cores: tuple[int, int] | None
+) -> dict[str, Any]:
+    spy = pyspy_binary()
+    if spy is None:
+        raise SystemExit("py-spy was not found (pip install py-spy, or set LOADLAB_PYSPY)")
+    taskset = (lambda c: ["taskset", "-c", str(c)]) if cores else (lambda c: [])
+    target_core, other = cores if cores else (0, 0)
+    log = work / f"target-{os.getpid()}-{time.monotonic_ns()}.log"
+    argv = [
+        *taskset(target_core),
+        sys.executable,
+        "-m",
+        "benchmarks._spytarget",
+        str(setting.threads),
+        str(setting.children),
+    ]
+    windows: list[dict[str, Any]] = []
+    with ManagedProcess(argv, name="spy-target", cwd=REPO, log_path=log) as target:
+        deadline = time.monotonic() + 30
+        while len(_read(log)) < 5 or len(psutil.Process(target.pid).children()) < setting.children:
+            if time.monotonic() > deadline or target.poll() is not None:
+                raise RuntimeError(f"the target did not start; see {log}")
+            time.sleep(0.1)
+        time.sleep(1.0)
+        for _ in range(rounds):
+            off0 = time.monotonic()
+            time.sleep(window)
+            off1 = time.monotonic()
+            out = work / f"spy-{time.monotonic_ns()}.raw.txt"
+            spy_argv = [
+                *taskset(target_core if setting.same_core else other),
+                spy,
+                "record",
+                "--rate",
+                str(setting.rate),
+            ]
+            spy_argv += [*setting.flags, "--format", "raw", "--output", str(out), "--pid", str(target.pid)]
+            with ManagedProcess(spy_argv, name="py-spy", log_path=work / "py-spy.log") as recorder:
+                time.sleep(1.0)  # attached, symbols read: the steady state starts here
+                meter = psutil.Process(recorder.pid)
+                on0, cpu0 = time.monotonic(), _cpu(meter)
+                time.sleep(window)
+                on1, cpu1 = time.monotonic(), _cpu(meter)
+                os.kill(recorder.pid, signal.SIGINT)
+                deadline = time.monotonic() + 15
+                while recorder.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            lines = _read(log)
+            base = _rate(lines, off0, off1)
+            with_spy = _rate(lines, on0, on1)
+            windows.append(
+                {
+                    "rate_without": base,
+                    "rate_with": with_spy,
+                    "loss": 1 - with_spy / base,
+                    "spy_cpu_share": (cpu1 - cpu0) / (on1 - on0),
+                }
+            )
+        # one last window without py-spy, so each "with" sits between two "without"s
+        off0 = time.monotonic()
+        time.sleep(window)
+        last = _rate(_read(log), off0, time.monotonic())
+    for i, w in enumerate(windows):
+        after = windows[i + 1]["rate_without"] if i + 1 < len(windows) else last
+        w["loss"] = 1 - w["rate_with"] / ((w["rate_without"] + after) / 2)
+    cpu = statistics.median(w["spy_cpu_share"] for w in windows)
+    processes = 1 + (setting.children if "--subprocesses" in setting.flags else 0)
+    per_sample = cpu / (setting.rate * processes)
+    return {
+        "setting": asdict(setting),
+        "label": setting.label,
+        "windows": windows,
+        "spy_cpu_share": cpu,
+        "us_per_sample": per_sample * 1e6,
+        "loss": statistics.median(w["loss"] for w in windows),
+    }
+
+
+def _fit(rows: list[dict[str, Any]], nonblocking: bool) -> tuple[float, float] | None:
+    pts = [
+        (r["setting"]["threads"], r["us_per_sample"])
+        for r in rows
+        if r["setting"]["children"] == 0
+        and not r["setting"]["same_core"]
+        and r["setting"]["rate"] == 100
+        and set(r["setting"]["flags"]) == set(BASE) | ({"--nonblocking"} if nonblocking else set())
+    ]
+    if len(pts) < 2:
+        return None
+    mx = statistics.fmean(x for x, _ in pts)
+    my = statistics.fmean(y for _, y in pts)
+    b = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+    return my - b * mx, b
+
+
+def render(result: dict[str, Any]) -> str:
+    out = [
+        f"# py-spy's cost per sample ({result['when']})",
+        "",
+        f"py-spy {result['pyspy_version']}, Python {result['python']}, {result['cpus']} CPUs; "
+        f"{result['rounds']} windows of {result['window']} s each; command: `{result['command']}`",
+        "",
+        "| setting | py-spy CPU (% of a core) | µs of py-spy CPU per sample | target's loss |",
+        "|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        out.append(f"| {r['label']} | {r['spy_cpu_share']:.1%} | {r['us_per_sample']:.0f} | {r['loss']:+.1%} |")
+    out.append("")
+    for name, fit in (("blocking", result["fit_blocking"]), ("nonblocking", result["fit_nonblocking"])):
+        if fit:
+            out.append(f"- {name}: CPU per sample ≈ {fit[0]:.0f} µs + {fit[1]:.1f} µs × threads")
+    if result.get("child_us_per_sample") is not None:
+        out.append(
+            f"- an idle child process under `--subprocesses`: ≈ {result['child_us_per_sample']:.0f} µs per sample"
+        )
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--window", type=float, default=3.0, help="seconds per window (default 3)")
+    parser.add_argument("--rounds", type=int, default=2, help="windows with py-spy per setting (default 2)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    cores = tuple(sorted(os.sched_getaffinity(0)))[:2]
+    pin = (cores[0], cores[1]) if len(cores) == 2 else None
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="pyspy-cost-") as tmp:
+        for s in SETTINGS:
+            print(f"measuring {s.label} …", file=sys.stderr, flush=True)
+            rows.append(measure(s, window=args.window, rounds=args.rounds, work=Path(tmp), cores=pin))
+    base = next(
+        r
+        for r in rows
+        if r["setting"]["threads"] == 10 and tuple(r["setting"]["flags"]) == BASE and not r["setting"]["same_core"]
+    )
+    sub = next(r for r in rows if r["setting"]["children"] == 3 and "--nonblocking" not in r["setting"]["flags"])
+    child = (sub["spy_cpu_share"] - base["spy_cpu_share"]) / (3 * 100) * 1e6
+    version = subprocess.run([pyspy_binary() or "py-spy", "--version"], capture_output=True, text=True).stdout.strip()
+    result = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "pyspy_version": version,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "pinning": pin,
+        "window": args.window,
+        "rounds": args.rounds,
+        "command": "python -m benchmarks.pyspy_cost " + " ".join(sys.argv[1:]),
+        "rows": rows,
+        "fit_blocking": _fit(rows, nonblocking=False),
+        "fit_nonblocking": _fit(rows, nonblocking=True),
+        "child_us_per_sample": child,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"pyspy-cost-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    stem.with_suffix(".md").write_text(render(result))
+    print(render(result))
+    print(f"written: {stem}.json, {stem}.md")
+
+
+if __name__ == "__main__":
+    main()
