@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from loadlab.processes import (
     uvicorn_argv,
     wait_ready,
 )
+from loadlab.recording import ChildRecorders, split_recording
 from loadlab.results import read_locust_stats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +75,8 @@ class Profiler:
     nonblocking: bool = False
     native: bool = False
     on_generator_core: bool = False  # py-spy pinned to the generator's core instead of the server's
+    split: bool = True  # the harness's default: children by their own recorders (loadlab.recording)
+    children: bool = True  # False: the server's process only, its children not recorded at all (the floor)
 
 
 @dataclass
@@ -81,6 +84,12 @@ class RunningServer:
     url: str
     server_pid: int
     profiler_pid: int | None
+    recorders: ChildRecorders | None = None
+
+    def profiler_pids(self) -> list[int]:
+        """The main py-spy and its children's recorders (they start as the children appear)."""
+        main = [self.profiler_pid] if self.profiler_pid is not None else []
+        return main + (self.recorders.pids if self.recorders is not None else [])
 
 
 @contextlib.contextmanager
@@ -97,25 +106,33 @@ def server(
     port = free_port()
     server_argv = pin.prefix(pin.server) + uvicorn_argv(app, port=port, factory=factory)
     profiler_argv = None
+    recorders = None
     if profiler is not None:
         core = pin.generator if profiler.on_generator_core else pin.server
+        split = profiler.split and split_recording(server="uvicorn", workers=1, attach=False)
+        raw = work_dir / f"profile-{port}.raw.txt"
         profiler_argv = pin.prefix(core) + pyspy_argv(
-            work_dir / f"profile-{port}.raw.txt",
-            rate=profiler.rate,
-            native=profiler.native,
-            nonblocking=profiler.nonblocking,
+            raw, rate=profiler.rate, native=profiler.native, nonblocking=profiler.nonblocking, subprocesses=not split
         )
+        if split and profiler.children:
+            recorders = ChildRecorders(
+                raw, profiler.rate, work_dir / f"py-spy-children-{port}.log", native=profiler.native
+            )
     child_env = dict(os.environ, **(env or {}))
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), child_env.get("PYTHONPATH")]))
     with ProfiledServer(
-        server_argv, profiler_argv=profiler_argv, env=child_env, log_path=work_dir / f"server-{port}.log"
+        server_argv,
+        profiler_argv=profiler_argv,
+        env=child_env,
+        log_path=work_dir / f"server-{port}.log",
+        children=recorders,
     ) as proc:
         url = f"http://{LOOPBACK}:{port}"
         wait_ready(proc.process, url + "/health", timeout=60.0)
         pid = proc.server_pid()
         if pid is None:
             raise RuntimeError(f"the server behind py-spy did not start; see {work_dir}/server-{port}.log")
-        yield RunningServer(url, pid, proc.process.pid if profiler else None)
+        yield RunningServer(url, pid, proc.process.pid if profiler else None, recorders)
 
 
 class CpuSampler:
@@ -123,9 +140,9 @@ class CpuSampler:
     of everything else on the machine — in percent of one core. The first second is dropped (it
     holds the generator's start-up)."""
 
-    def __init__(self, server_pid: int, generator_pid: int, profiler_pid: int | None) -> None:
+    def __init__(self, server_pid: int, generator_pid: int, profilers: Callable[[], list[int]]) -> None:
         self._roots = {"server": server_pid, "generator": generator_pid}
-        self._profiler = profiler_pid
+        self._profilers = profilers
         self._procs: dict[int, psutil.Process] = {}
         self._samples: dict[str, list[float]] = {"server": [], "generator": [], "profiler": [], "other": []}
         self._stop = threading.Event()
@@ -156,9 +173,9 @@ class CpuSampler:
                     total += self._percent(proc)
             out[key] = total
         out["profiler"] = 0.0
-        if self._profiler is not None:
+        for pid in self._profilers():
             with contextlib.suppress(psutil.Error):
-                out["profiler"] = self._percent(psutil.Process(self._profiler))
+                out["profiler"] += self._percent(psutil.Process(pid))
         machine = psutil.cpu_percent(None) * (psutil.cpu_count() or 1)
         out["other"] = max(0.0, machine - out["server"] - out["generator"] - out["profiler"])
         return out
@@ -261,7 +278,7 @@ def run_wrk(
     argv = pin.prefix(pin.generator) + [wrk, "-t", "1", "-c", str(connections), "-d", f"{duration:g}s", url]
     log = work_dir / f"wrk-{time.monotonic_ns()}.log"
     with ManagedProcess(argv, name="wrk", log_path=log) as proc:
-        with CpuSampler(running.server_pid, proc.pid, running.profiler_pid) as cpu:
+        with CpuSampler(running.server_pid, proc.pid, running.profiler_pids) as cpu:
             _wait_bounded(proc, duration + 30)
     text = log.read_text(errors="replace")
     m = _WRK_RPS.search(text)
@@ -310,7 +327,7 @@ def run_locust(
     child_env = dict(os.environ, LOADLAB_HOST=running.url, **(env or {}))
     child_env["LOADLAB_THRESHOLDS_OUT"] = str(prefix / "thresholds.json")
     with ManagedProcess(argv, name="locust", env=child_env, cwd=REPO, log_path=prefix / "locust.log") as proc:
-        with CpuSampler(running.server_pid, proc.pid, running.profiler_pid) as cpu:
+        with CpuSampler(running.server_pid, proc.pid, running.profiler_pids) as cpu:
             _wait_bounded(proc, duration + 40)
         code = proc.poll()
     rows = {r["name"]: r for r in read_locust_stats(prefix / LOCUST_OUTPUTS)}

@@ -33,6 +33,7 @@ from typing import Any
 import psutil
 
 from loadlab.processes import ManagedProcess, pyspy_binary
+from loadlab.recording import ChildRecorders
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -206,6 +207,18 @@ def render(result: dict[str, Any]) -> str:
     for name, fit in (("blocking", result["fit_blocking"]), ("nonblocking", result["fit_nonblocking"])):
         if fit:
             out.append(f"- {name}: CPU per sample ≈ {fit[0]:.0f} µs + {fit[1]:.1f} µs × threads")
+    if result.get("demo_idle"):
+        row = result["demo_idle"][0]
+        out += [
+            "",
+            f"The demo app, idle, as `loadlab profile` serves it ({row['threads']} threads, "
+            f"{row['children']} child processes), 100 Hz:",
+            "",
+            "| recording | py-spy CPU (% of a core) |",
+            "|---|---|",
+        ]
+        out += [f"| {r['label']} | {r['spy_cpu_share']:.1%} |" for r in result["demo_idle"]]
+        out.append("")
     if result.get("child_us_per_sample") is not None:
         out.append(
             f"- an idle child process under `--subprocesses`: ≈ {result['child_us_per_sample']:.0f} µs per sample"
@@ -213,26 +226,85 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+# The demo app, idle, as `loadlab profile` serves it: what each way of recording costs py-spy.
+DEMO_SETTINGS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "--idle --threads --subprocesses (the old default)": ((*BASE, "--subprocesses"), False),
+    "--idle --threads, the server's process only": (BASE, False),
+    "the default: the server's process, its children by their own recorders": (BASE, True),
+    "the same, --nonblocking": ((*BASE, "--nonblocking"), True),
+}
+
+
+def demo_idle(*, window: float, rounds: int, work: Path) -> list[dict[str, Any]]:
+    """py-spy's CPU on the idle demo server (threads, process-pool children) per way of recording."""
+    from benchmarks._measure import INSTRUMENTED_APP, Pinning, server
+    from loadlab.instrument import LOOP_SAMPLE_ENV
+    from loadlab.runner import LOOP_SAMPLE_HZ, PROFILE_STALL_MS
+
+    spy = pyspy_binary() or "py-spy"
+    env = {LOOP_SAMPLE_ENV: str(LOOP_SAMPLE_HZ), "LOADLAB_STALL_MS": str(PROFILE_STALL_MS)}
+    rows = []
+    with server(INSTRUMENTED_APP, Pinning(None, None, "not pinned"), work, env=env) as s:
+        time.sleep(2.0)
+        tree = psutil.Process(s.server_pid)
+        threads = tree.num_threads()
+        children = len(tree.children(recursive=True))
+        for label, (flags, split) in DEMO_SETTINGS.items():
+            shares = []
+            for _ in range(rounds):
+                out = work / f"demo-{time.monotonic_ns()}.raw.txt"
+                argv = [spy, "record", "--rate", "100", *flags, "--format", "raw", "--output", str(out)]
+                recorders = ChildRecorders(out, 100, work / "children.log") if split else None
+                with ManagedProcess(
+                    [*argv, "--pid", str(s.server_pid)], name="py-spy", log_path=work / "py-spy.log"
+                ) as main:
+                    if recorders is not None:
+                        recorders.watch(lambda: s.server_pid)
+                    time.sleep(1.5)  # attached, children found, symbols read
+                    procs = [psutil.Process(p) for p in [main.pid, *(recorders.pids if recorders else [])]]
+                    t0, cpu0 = time.monotonic(), sum(_cpu(p) for p in procs)
+                    time.sleep(window)
+                    t1, cpu1 = time.monotonic(), sum(_cpu(p) for p in procs)
+                    if recorders is not None:
+                        recorders.stop()
+                shares.append((cpu1 - cpu0) / (t1 - t0))
+            rows.append(
+                {
+                    "label": label,
+                    "threads": threads,
+                    "children": children,
+                    "spy_cpu_share": statistics.median(shares),
+                    "windows": shares,
+                }
+            )
+            print(f"demo, idle: {label}: {rows[-1]['spy_cpu_share']:.1%} of a core", file=sys.stderr, flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--window", type=float, default=3.0, help="seconds per window (default 3)")
     parser.add_argument("--rounds", type=int, default=2, help="windows with py-spy per setting (default 2)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--only-demo", action="store_true", help="measure only the idle demo server")
     args = parser.parse_args()
     cores = tuple(sorted(os.sched_getaffinity(0)))[:2]
     pin = (cores[0], cores[1]) if len(cores) == 2 else None
     rows = []
     with tempfile.TemporaryDirectory(prefix="pyspy-cost-") as tmp:
-        for s in SETTINGS:
+        for s in [] if args.only_demo else SETTINGS:
             print(f"measuring {s.label} …", file=sys.stderr, flush=True)
             rows.append(measure(s, window=args.window, rounds=args.rounds, work=Path(tmp), cores=pin))
-    base = next(
-        r
-        for r in rows
-        if r["setting"]["threads"] == 10 and tuple(r["setting"]["flags"]) == BASE and not r["setting"]["same_core"]
-    )
-    sub = next(r for r in rows if r["setting"]["children"] == 3 and "--nonblocking" not in r["setting"]["flags"])
-    child = (sub["spy_cpu_share"] - base["spy_cpu_share"]) / (3 * 100) * 1e6
+        demo = demo_idle(window=max(args.window, 5.0), rounds=args.rounds, work=Path(tmp))
+    child = None
+    if rows:
+        base = next(
+            r
+            for r in rows
+            if r["setting"]["threads"] == 10 and tuple(r["setting"]["flags"]) == BASE and not r["setting"]["same_core"]
+        )
+        sub = next(r for r in rows if r["setting"]["children"] == 3 and "--nonblocking" not in r["setting"]["flags"])
+        child = (sub["spy_cpu_share"] - base["spy_cpu_share"]) / (3 * 100) * 1e6
     version = subprocess.run([pyspy_binary() or "py-spy", "--version"], capture_output=True, text=True).stdout.strip()
     result = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -247,6 +319,7 @@ def main() -> None:
         "fit_blocking": _fit(rows, nonblocking=False),
         "fit_nonblocking": _fit(rows, nonblocking=True),
         "child_us_per_sample": child,
+        "demo_idle": demo,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"pyspy-cost-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -11,6 +11,7 @@ import os
 import re
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,14 @@ class ProcessMeter:
     in percent of one core since the last reading — to tell when the CPU, not the model, was the
     limit — and resident memory, with the harness's own, for the soak test."""
 
-    def __init__(self, roots: dict[str, int | None]) -> None:
+    def __init__(self, roots: dict[str, int | None], alone: dict[str, Callable[[], list[int]]] | None = None) -> None:
         self._roots = {k: v for k, v in roots.items() if v}
+        self._alone = alone or {}  # processes measured without their children (py-spy: its child is the server)
         self._procs: dict[int, psutil.Process] = {}
+
+    def _cpu(self, proc: psutil.Process) -> float:
+        cached = self._procs.setdefault(proc.pid, proc)
+        return float(cached.cpu_percent(None))
 
     def read(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -75,6 +81,12 @@ class ProcessMeter:
                         rss += cached.memory_info().rss
             out[f"{key}_cpu_percent"] = round(cpu, 1)
             out[f"{key}_rss_mb"] = round(rss / 2**20, 1)
+        for key, pids in self._alone.items():
+            cpu = 0.0
+            for pid in pids():
+                with contextlib.suppress(psutil.Error):
+                    cpu += self._cpu(psutil.Process(pid))
+            out[f"{key}_cpu_percent"] = round(cpu, 1)
         out["harness_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)
         # The whole machine, in percent of one core like the rest: what other processes (py-spy,
         # other users' work) took from the cores the server and Locust share.

@@ -49,6 +49,12 @@ MASTER_LADDER: tuple[tuple[signal.Signals, float], ...] = (
     (signal.SIGINT, 3.0),
     (signal.SIGKILL, 2.0),
 )
+# For a master that never answered: uvicorn holds SIGTERM and SIGINT until the app is imported
+# and started, so a slow import (or a hung startup) would sit out the whole ladder above.
+UNREADY_LADDER: tuple[tuple[signal.Signals, float], ...] = (
+    (signal.SIGTERM, 2.0),
+    (signal.SIGKILL, 2.0),
+)
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -522,6 +528,9 @@ class ProfiledServer:
         self.process = ManagedProcess(argv, name=self.name, env=env, log_path=log_path)
         self.stop_timeout = stop_timeout
         self.stopped = False
+        # False while the server has not yet answered (set by whoever waits for it): it is then
+        # stopped with UNREADY_LADDER; None when nobody says, and the full ladder applies.
+        self.ready: bool | None = None
         self._server: psutil.Process | None = None
 
     def __enter__(self) -> ProfiledServer:
@@ -595,6 +604,11 @@ class ProfiledServer:
         code = self.server_exit_code()
         return -1 if code is None else code
 
+    def profiler_pids(self) -> list[int]:
+        """py-spy's processes (the server's own recorder, then its children's), for CPU meters."""
+        main = [] if not (self.profiled or self.spy) else [self.spy.pid if self.spy else self.process.pid]
+        return main + (self.children.pids if self.children is not None else [])
+
     def start_profiler(self) -> int | None:
         """With ``attach``: start py-spy on the running server now; its PID (None if not attaching)."""
         if self.attach_argv is None or self.spy is not None:
@@ -621,7 +635,7 @@ class ProfiledServer:
                 # SIGTERM first: a graceful shutdown for uvicorn and gunicorn alike (gunicorn's SIGINT
                 # is its quick one, which skips the app's lifespan shutdown). A server still importing
                 # the app defers both (uvicorn captures them) until it is up: only SIGKILL ends it then.
-                for sig, timeout in MASTER_LADDER:
+                for sig, timeout in UNREADY_LADDER if self.ready is False else MASTER_LADDER:
                     with contextlib.suppress(psutil.Error):
                         master.send_signal(sig)
                     if _wait_gone([master], timeout) == []:
@@ -644,6 +658,8 @@ class ProfiledServer:
                         proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.popen.wait(self.stop_timeout)
+        if not self.profiled and self.ready is False:
+            self.process.stop_ladder = UNREADY_LADDER
         self.process.stop()
         self.stopped = True
         if self.children is not None and self.children_summary is None:

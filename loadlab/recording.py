@@ -46,6 +46,12 @@ def can_split() -> bool:
         return True  # no Yama: classic ptrace rules (same user) apply
 
 
+def split_recording(*, server: str, workers: int, attach: bool) -> bool:
+    """Whether a server is recorded the split way: one uvicorn process whose loop is its own (with
+    ``--workers N`` or gunicorn the loops are children, recorded with ``--subprocesses``)."""
+    return server == "uvicorn" and workers == 1 and not attach and can_split()
+
+
 def child_rate(main_rate: int) -> int:
     return max(1, round(main_rate / CHILD_RATE_DIVISOR))
 
@@ -142,7 +148,12 @@ class ChildRecorders:
 
     @property
     def pids(self) -> list[int]:
-        return [c.recorder.pid for c in self.children.values()]
+        """The recorders' PIDs."""
+        return [c.recorder.pid for c in list(self.children.values())]  # a copy: the watcher adds
+
+    def recorder_pids(self) -> dict[int, int]:
+        """Each child's PID → its recorder's PID."""
+        return {pid: c.recorder.pid for pid, c in list(self.children.items())}
 
     def stop(self) -> None:
         """Stop every recorder (SIGINT: each writes its file), then the polling. Re-entrant.

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import socket
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -57,7 +58,7 @@ from loadlab.processes import (
     wait_ready,
 )
 from loadlab.progress import Progress
-from loadlab.recording import ChildRecorders, can_split
+from loadlab.recording import ChildRecorders, split_recording
 from loadlab.redact import redact_url, scrub_folder
 from loadlab.report import render_run, write_comparison
 from loadlab.results import (
@@ -298,7 +299,8 @@ def _poll_during_load(
     server = target.server
     start = time.monotonic()
     deadline = start + cfg.duration + LOCUST_GRACE_S + (cfg.workers_wait if cfg.expect_workers else 0)
-    meter = ProcessMeter({"server": run.data["pids"].get("server"), "locust": locust.pid})
+    alone = {"profiler": server.profiler_pids} if server is not None and cfg.profile else None
+    meter = ProcessMeter({"server": run.data["pids"].get("server"), "locust": locust.pid}, alone)
     samples_at_start: dict[int, dict[str, Any]] | None = None
     while locust.poll() is None:
         if time.monotonic() > deadline:
@@ -370,8 +372,11 @@ def _stop_server(run: Run, cfg: ProfileConfig, target: Target, progress: Progres
         run.data["profiler_exit_code"] = server.spy_exit_code if attached else server.process.returncode
         run.data["profiler_warnings"] = pyspy_warnings(server.spy_log if attached else run.dir / "server.log")
         run.data["profiler"] = server.children_summary or {"mode": "subprocesses", "rate": cfg.rate}
+        cpu = [p["profiler_cpu_percent"] for p in run.data["timeseries"][1:] if "profiler_cpu_percent" in p]
+        run.data["profiler"]["cpu_percent"] = round(statistics.median(cpu), 1) if cpu else None
         if server.children is not None:
-            run.data["pids"]["child_profilers"] = server.children.pids
+            for pid, recorder_pid in server.children.recorder_pids().items():
+                run.data["pids"][f"profiler_of_child_{pid}"] = recorder_pid
             run.data["profiler_warnings"] += pyspy_warnings(server.children.log_path)
         if attached and server.spy is None:
             run.data["profile_error"] = "py-spy never started: the load never began"
@@ -426,7 +431,7 @@ def _start_server(
     # One uvicorn process: py-spy samples it alone, and its children (a process pool) get their own,
     # slower, non-pausing recorders (loadlab.recording); the loops of --workers N and gunicorn's
     # workers are children, so those are recorded with --subprocesses as before.
-    split = cfg.profile and cfg.server == "uvicorn" and cfg.workers == 1 and not cfg.expect_workers and can_split()
+    split = cfg.profile and split_recording(server=cfg.server, workers=cfg.workers, attach=bool(cfg.expect_workers))
     profiler = (
         pyspy_argv(
             run.dir / RAW_PROFILE, rate=cfg.rate, native=cfg.native, nonblocking=cfg.nonblocking, subprocesses=not split
@@ -454,10 +459,12 @@ def _start_server(
             run.data["pids"]["profiler"] = server.process.pid
         run.data["pids"]["server"] = server.server_pid()
     with run.phase("ready", progress, "waiting for the app to answer"):
+        server.ready = False
         try:
             wait_ready(server, base + cfg.health_path, timeout=cfg.ready_timeout, any_status=True)
         except ProcessError as exc:
             raise RunFailed(str(exc)) from None
+        server.ready = True
     return server, base
 
 

@@ -191,6 +191,9 @@ def _meta(run: dict[str, Any]) -> str:
     status = run.get("status", "?") + (f" — {run['reason']}" if run.get("reason") else "")
     tags = f" -T {' '.join(cfg['tags'])}" if cfg.get("tags") else ""
     profiler = f"py-spy {cfg.get('rate')} Hz" if cfg.get("profile") else "no profiler"
+    spy_cpu = (run.get("profiler") or {}).get("cpu_percent")
+    if spy_cpu is not None:
+        profiler += f" (which used {spy_cpu:.0f}% of a core)"
     return (
         f"{cfg.get('app')} · {cfg.get('locustfile')}{tags} · {cfg.get('users')} users · {cfg.get('duration')} s"
         f" · {profiler} · status: {status} · {run.get('started_at', '')}"
