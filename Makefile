@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 8000
 SCENARIO ?= io
 
-.PHONY: help profile soak tour test serve lint typecheck clean locust smoke bench
+.PHONY: help profile soak tour test serve lint typecheck clean locust smoke bench bench-pyspy
 
 help:
 	@echo "make profile    profile the target app under load (the main job)"
@@ -17,7 +17,8 @@ help:
 	@echo "make tour       measure each claim of FastAPI's concurrency page (about 80 s)"
 	@echo "make locust     Locust web UI on 127.0.0.1:8089; each test is profiled, see its Profile tab (SCENARIO=io|cpu|...)"
 	@echo "make smoke      short headless load tests with pass/fail budgets (CI); outputs in profiles/<run>/"
-	@echo "make bench      measure the harness itself: accuracy, overhead, headroom (~12 min); benchmarks/results/"
+	@echo "make bench      measure the harness itself: accuracy, overhead, headroom (~13 min); benchmarks/results/"
+	@echo "make bench-pyspy  what one py-spy sample costs, per thread and per process (~5 min); benchmarks/results/"
 	@echo "make serve      run the target app on 127.0.0.1:$(PORT) (with its upstream stub)"
 	@echo "make lint       ruff"
 	@echo "make typecheck  mypy --strict on loadlab/ and target_app/"
@@ -47,6 +48,9 @@ test: $(STAMP)
 # Not a test: it measures and writes benchmarks/results/<timestamp>.json and .md (see benchmarks/README.md).
 bench: $(STAMP)
 	$(BIN)/loadlab bench $(ARGS)
+
+bench-pyspy: $(STAMP)
+	$(BIN)/python -m benchmarks.pyspy_cost $(ARGS)
 
 serve: $(STAMP)
 	$(BIN)/python -m target_app --port $(PORT)

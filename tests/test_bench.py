@@ -59,3 +59,20 @@ def test_markdown_never_hides_a_miss() -> None:
     }
     text = markdown(result)
     assert "**missed**" in text and "Missed: 2. overhead." in text
+
+
+def test_pyspy_cost_fits_cost_per_thread_and_reads_the_targets_rate() -> None:
+    from benchmarks.pyspy_cost import BASE, _fit, _rate
+
+    rows = [
+        {
+            "setting": {"threads": t, "children": 0, "same_core": False, "rate": 100, "flags": list(BASE)},
+            "us_per_sample": us,
+        }
+        for t, us in ((1, 300.0), (10, 1200.0), (40, 4200.0))
+    ]
+    a, b = _fit(rows, nonblocking=False) or (0.0, 0.0)
+    assert b == pytest.approx(100.0) and a == pytest.approx(200.0)
+    assert _fit(rows, nonblocking=True) is None  # no nonblocking rows: nothing to fit
+    lines = [(10.0, 0), (10.5, 500), (11.0, 1000), (12.0, 5000)]
+    assert _rate(lines, 10.0, 11.0) == pytest.approx(1000.0)  # only the window's own lines count
