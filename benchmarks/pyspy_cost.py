@@ -54,6 +54,7 @@ class Setting:
 
 
 BASE = ("--idle", "--threads")
+THREAD_FRAMES = 16  # an idle thread of the target: threading's 3, _park × 11, Event.wait, Condition.wait
 SETTINGS = [
     Setting(1, 0, BASE),
     Setting(10, 0, BASE),
@@ -195,7 +196,7 @@ def render(result: dict[str, Any]) -> str:
     out = [
         f"# py-spy's cost per sample ({result['when']})",
         "",
-        f"py-spy {result['pyspy_version']}, Python {result['python']}, {result['cpus']} CPUs; "
+        f"{result['pyspy_version']}, Python {result['python']}, {result['cpus']} CPUs; "
         f"{result['rounds']} windows of {result['window']} s each; command: `{result['command']}`",
         "",
         "| setting | py-spy CPU (% of a core) | µs of py-spy CPU per sample | target's loss |",
@@ -206,7 +207,10 @@ def render(result: dict[str, Any]) -> str:
     out.append("")
     for name, fit in (("blocking", result["fit_blocking"]), ("nonblocking", result["fit_nonblocking"])):
         if fit:
-            out.append(f"- {name}: CPU per sample ≈ {fit[0]:.0f} µs + {fit[1]:.1f} µs × threads")
+            out.append(
+                f"- {name}: CPU per sample ≈ {fit[0]:.0f} µs + {fit[1]:.1f} µs × threads "
+                f"(each idle thread {THREAD_FRAMES} Python frames deep: ≈ {fit[1] / THREAD_FRAMES:.0f} µs per frame)"
+            )
     if result.get("demo_idle"):
         row = result["demo_idle"][0]
         out += [
