@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +51,12 @@ def split_recording(*, server: str, workers: int, attach: bool) -> bool:
     """Whether a server is recorded the split way: one uvicorn process whose loop is its own (with
     ``--workers N`` or gunicorn the loops are children, recorded with ``--subprocesses``)."""
     return server == "uvicorn" and workers == 1 and not attach and can_split()
+
+
+def median_cpu(timeseries: list[dict[str, Any]], key: str) -> float | None:
+    """The median of a process's CPU over a run's seconds (the first, a start-up, left out)."""
+    values = [p[f"{key}_cpu_percent"] for p in timeseries[1:] if f"{key}_cpu_percent" in p]
+    return round(statistics.median(values), 1) if values else None
 
 
 def child_rate(main_rate: int) -> int:

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import socket
-import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -58,7 +57,7 @@ from loadlab.processes import (
     wait_ready,
 )
 from loadlab.progress import Progress
-from loadlab.recording import ChildRecorders, split_recording
+from loadlab.recording import ChildRecorders, median_cpu, split_recording
 from loadlab.redact import redact_url, scrub_folder
 from loadlab.report import render_run, write_comparison
 from loadlab.results import (
@@ -372,8 +371,7 @@ def _stop_server(run: Run, cfg: ProfileConfig, target: Target, progress: Progres
         run.data["profiler_exit_code"] = server.spy_exit_code if attached else server.process.returncode
         run.data["profiler_warnings"] = pyspy_warnings(server.spy_log if attached else run.dir / "server.log")
         run.data["profiler"] = server.children_summary or {"mode": "subprocesses", "rate": cfg.rate}
-        cpu = [p["profiler_cpu_percent"] for p in run.data["timeseries"][1:] if "profiler_cpu_percent" in p]
-        run.data["profiler"]["cpu_percent"] = round(statistics.median(cpu), 1) if cpu else None
+        run.data["profiler"]["cpu_percent"] = median_cpu(run.data["timeseries"], "profiler")
         if server.children is not None:
             for pid, recorder_pid in server.children.recorder_pids().items():
                 run.data["pids"][f"profiler_of_child_{pid}"] = recorder_pid

@@ -24,6 +24,7 @@ from loadlab.analysis.stacks import Frame
 from loadlab.config import ProfileConfig, run_secrets
 from loadlab.measure import ProcessMeter, all_stalls, loop_samples, probe_service_times, samples_between
 from loadlab.processes import LOCUST_OUTPUTS, PYSPY_STOP_LADDER, ManagedProcess, ProcessError, pyspy_argv
+from loadlab.recording import ChildRecorders, median_cpu, split_recording
 from loadlab.redact import scrub_folder
 from loadlab.report import render_run
 from loadlab.results import RAW_PROFILE, StoredDataError, load_run, write_json
@@ -117,21 +118,35 @@ class ActiveTest:
         self.samples_before = samples_before
         self.started = time.monotonic()
         self.last_tick = 0.0
-        self.meter = ProcessMeter({"server": session.server_pid, "locust": session.locust_pid})
         self.app = load_app_map(session.folder / "routes.json")
         self.spy: ManagedProcess | None = None
+        self.children: ChildRecorders | None = None
         self.run.data["phase"] = "load"
         if self.cfg.profile:
+            # As `loadlab profile` records (loadlab.recording): the server's process alone, exactly,
+            # and each of its children by a slower, non-pausing recorder of its own.
+            split = split_recording(server=self.cfg.server, workers=self.cfg.workers, attach=False)
             argv = pyspy_argv(
                 folder / RAW_PROFILE, rate=self.cfg.rate, native=self.cfg.native,
-                nonblocking=self.cfg.nonblocking, pid=session.server_pid,
+                nonblocking=self.cfg.nonblocking, pid=session.server_pid, subprocesses=not split,
             )  # fmt: skip
             self.spy = ManagedProcess(
                 argv, name="py-spy", log_path=folder / "server.log", stop_ladder=PYSPY_STOP_LADDER
             )
             self.spy.start()
             self.run.data["pids"]["profiler"] = self.spy.pid
+            if split:
+                self.children = ChildRecorders(
+                    folder / RAW_PROFILE, self.cfg.rate, folder / "py-spy-children.log", native=self.cfg.native
+                )
+                self.children.watch(lambda: session.server_pid)
+        self.meter = ProcessMeter(
+            {"server": session.server_pid, "locust": session.locust_pid}, {"profiler": self._profiler_pids}
+        )
         self.run.save()
+
+    def _profiler_pids(self) -> list[int]:
+        return ([self.spy.pid] if self.spy else []) + (self.children.pids if self.children else [])
 
     def _get(self, what: str, timeout: float = 2.0, **params: Any) -> dict[str, Any] | None:
         return debug_get(self.client, self.session.debug, what, timeout, **params)
@@ -195,6 +210,15 @@ class ActiveTest:
             self.run.data["profiler_exit_code"] = spy.stop()
             self.run.data["profiler_warnings"] = pyspy_warnings(self.folder / "server.log")
             self.run.artefact("server_log", self.folder / "server.log")
+            summary: dict[str, Any] = {"mode": "subprocesses", "rate": self.cfg.rate}
+            if self.children is not None:
+                self.children.stop()
+                summary = self.children.merge_into(self.folder / RAW_PROFILE)
+                self.run.data["profiler_warnings"] += pyspy_warnings(self.children.log_path)
+                for pid, recorder in self.children.recorder_pids().items():
+                    self.run.data["pids"][f"profiler_of_child_{pid}"] = recorder
+            summary["cpu_percent"] = median_cpu(self.run.data.get("timeseries") or [], "profiler")
+            self.run.data["profiler"] = summary
         self.run.data["timings_s"]["load"] = round(time.monotonic() - self.started, 3)
         self.run.save()
 

@@ -159,6 +159,10 @@ def test_web_ui_profiles_each_test_and_compares_them(tmp_path: Path) -> None:
         assert first["kind"] == second["kind"] == "ui-test"
         assert first["ui"]["tags"] == ["blocking"] and second["ui"]["tags"] == ["async"]
         assert first["config"]["users"] == 11
+        # Recorded as `loadlab profile` records: the server alone, the demo's pool by recorders of its own.
+        assert first["profiler"]["mode"] == "split" and first["profiler"]["cpu_percent"] > 0
+        assert [c for c in first["profiler"]["children"] if c["samples"] > 0 and c["exit_code"] == 0]
+        assert any(t["role"] == "process-pool child" for t in first["analysis"]["threads"])
         assert [e["users"] for e in second["ui"]["edits"]] == [15]
         assert blockers(first)[0]["function"] in ("blocking_sleep", "sync_helper_sleep")
         assert blockers(first)[0]["kind"] == "wait"
