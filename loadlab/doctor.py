@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadlab.processes import LOOPBACK, free_port, pyspy_binary
+from loadlab.recording import can_split
 
 # py-spy 0.4 reads the interpreter's memory layout; it supports CPython up to this version.
 PYSPY_MAX_PYTHON = (3, 13)
@@ -61,6 +62,14 @@ def run_checks() -> Iterator[Check]:
         yield Check("ptrace_scope", True, "no Yama LSM: ptrace is governed by capabilities only")
     yield _attach_check(binary)
     yield _attach_pid_check(binary)
+    yield Check(
+        "how the app's child processes are recorded",
+        True,
+        "each by a recorder of its own, non-pausing, at a fifth of the rate (attaching by PID is allowed)"
+        if can_split()
+        else "with --subprocesses at the full rate, as attaching by PID is not allowed here: py-spy costs more "
+        "when the app has a process pool (run as root or with ptrace_scope 0 for the cheaper way)",
+    )
     try:
         port = free_port(LOOPBACK)
         yield Check("free port on 127.0.0.1", True, f"e.g. {port}")
