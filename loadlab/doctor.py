@@ -65,7 +65,7 @@ def run_checks() -> Iterator[Check]:
     yield Check(
         "how the app's child processes are recorded",
         True,
-        "each by a recorder of its own, non-pausing, at a fifth of the rate (attaching by PID is allowed)"
+        "each by a recorder of its own, non-pausing, at a tenth of the rate (attaching by PID is allowed)"
         if can_split()
         else "with --subprocesses at the full rate, as attaching by PID is not allowed here: py-spy costs more "
         "when the app has a process pool (run as root or with ptrace_scope 0 for the cheaper way)",

@@ -7,7 +7,7 @@ mostly waste: a process pool's idle workers and multiprocessing's resource track
 (``benchmarks/pyspy_cost.py``). So for such a server the main recorder samples the server's own
 process only (exact, at ``--rate``), and :class:`ChildRecorders` attaches one ``py-spy record
 --pid`` per child, found by polling the tree twice a second: ``--nonblocking`` (nothing there needs
-an exact stack) at a fifth of the rate. At the end, :meth:`ChildRecorders.merge_into` writes one
+an exact stack) at a tenth of the rate. At the end, :meth:`ChildRecorders.merge_into` writes one
 ``profile.raw.txt`` as ``--subprocesses`` would have: every line gets its ``process …`` prefix,
 and a child's counts are multiplied by the rate ratio, so a count still means "this many of the
 main recorder's samples" and shares across processes stay comparable.
@@ -32,7 +32,7 @@ import psutil
 
 from loadlab.processes import PYSPY_STOP_LADDER, ManagedProcess, pyspy_argv
 
-CHILD_RATE_DIVISOR = 5  # children are sampled at a fifth of the loop's rate
+CHILD_RATE_DIVISOR = 10  # children are sampled at a tenth of the loop's rate
 POLL_S = 0.5
 MIN_AGE_S = 0.5  # a child younger than this may not have its interpreter up yet
 

@@ -31,7 +31,7 @@ def test_which_servers_are_split() -> None:
     assert not split_recording(server="uvicorn", workers=2, attach=False)  # the loops are children
     assert not split_recording(server="gunicorn", workers=1, attach=False)  # gunicorn's worker is a child
     assert not split_recording(server="uvicorn", workers=1, attach=True)  # remote Locust workers: attached later
-    assert child_rate(100) == 20 and child_rate(50) == 10 and child_rate(3) == 1
+    assert child_rate(100) == 10 and child_rate(50) == 5 and child_rate(3) == 1
 
 
 def test_merge_prefixes_the_server_and_scales_a_childs_counts(tmp_path: Path) -> None:
@@ -46,12 +46,12 @@ def test_merge_prefixes_the_server_and_scales_a_childs_counts(tmp_path: Path) ->
     summary = rec.merge_into(main)
     lines = main.read_text().splitlines()
     assert lines[0] == 'process 11:"python -m uvicorn app:app";thread (0x10): MainThread;serve (app.py:3) 40'
-    assert lines[1].endswith(";work (app.py:9) 35"), lines[1]  # 7 samples at 20 Hz count as 35 at 100 Hz
+    assert lines[1].endswith(";work (app.py:9) 70"), lines[1]  # 7 samples at 10 Hz count as 70 at 100 Hz
     assert summary["children"] == [{"pid": 12, "command": "python -c spawn", "samples": 7, "exit_code": 0}]
-    assert summary["children_rate"] == 20 and not child_out.exists()
+    assert summary["children_rate"] == 10 and not child_out.exists()
     profile = parse_raw(lines)
     child = next(t for t in profile.threads.values() if t.key.pid == 12)
-    assert child.parent_pid == 11 and child.samples == 35
+    assert child.parent_pid == 11 and child.samples == 70
 
 
 PARENT = textwrap.dedent(
@@ -143,7 +143,7 @@ def test_a_process_pools_workers_are_recorded_apart_and_still_analysed(tmp_path:
     assert result.returncode == 0, result.stderr
     data = run_json(out)
     profiler = data["profiler"]
-    assert profiler["mode"] == "split" and profiler["children_rate"] == 20
+    assert profiler["mode"] == "split" and profiler["children_rate"] == 10
     sampled = [c for c in profiler["children"] if c["samples"] > 0]
     assert len(sampled) >= 2, profiler  # the two pool workers (and multiprocessing's resource tracker)
     assert all(c["exit_code"] == 0 for c in profiler["children"]), profiler
