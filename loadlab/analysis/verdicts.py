@@ -79,7 +79,8 @@ OFF_LOOP: dict[str | None, tuple[str, str]] = {
     ),
     "django": (
         "`await sync_to_async(fn, thread_sensitive=False)(...)` (asgiref: the loop's default executor; "
-        "`thread_sensitive=True`, the default, sends every such call outside a request to one shared thread)",
+        "`thread_sensitive=True`, the default, sends every call made outside Django's request handling "
+        "to one shared thread)",
         "make the view `def` (Django runs it in a thread of its own per request)",
     ),
     "litestar": (
