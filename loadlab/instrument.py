@@ -918,6 +918,13 @@ def _framework_endpoints(app: Any) -> list[tuple[Any, str]]:
                         walk(p.url_patterns, route, depth + 1)
                     elif isinstance(p, URLPattern):
                         out.append((p.callback, "/" + route))
+                        # A class-based view: as_view()'s function is Django's; the handlers
+                        # (get, post…) on the class are the app's code for this route.
+                        view_class = getattr(p.callback, "view_class", None)
+                        for method in getattr(view_class, "http_method_names", None) or []:
+                            handler = getattr(view_class, method, None)
+                            if handler is not None:
+                                out.append((handler, "/" + route))
 
             walk(get_resolver().url_patterns, "", 0)
         elif kind == "litestar":

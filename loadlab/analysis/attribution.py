@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from loadlab.analysis.frameworks import ANYIO_POOL, POOL_SIZES, detect_framework, layer_shares, thread_pools
 from loadlab.analysis.places import AppMap, Place, load_app_map, place_of
 from loadlab.analysis.stacks import (
     Frame,
@@ -175,13 +176,21 @@ def analyse_profile(
     worker_locked: Counter[str] = Counter()
     worker_lock_at: dict[str, Counter[tuple[str, int]]] = {}
     worker_routes: dict[str, Counter[str | None]] = {}
-    workers = [t for t in profile.threads.values() if t.role is Role.ANYIO_WORKER]
+    worker_pool: dict[str, Counter[str]] = {}
+    framework = detect_framework(profile)
+    pool_of = thread_pools(profile, framework)
+    pool_busy: Counter[str] = Counter()
+    thread_busy: Counter[ThreadKey] = Counter()
     for s in profile.stacks:
         thread = profile.threads[s.thread]
-        if thread.role is Role.ANYIO_WORKER and not _worker_waiting_for_work(s.frames, native, thread):
+        pool = pool_of.get(s.thread)
+        if pool is not None and not _worker_waiting_for_work(s.frames, native, thread):
             app_frame = innermost_app_frame(s.frames)
             name = enclosing_name(app_frame.name) if app_frame else "(library code)"
             worker_busy[name] += s.count
+            pool_busy[pool] += s.count
+            thread_busy[s.thread] += s.count
+            worker_pool.setdefault(name, Counter())[pool] += s.count
             where = place_of(s.frames, app)
             worker_routes.setdefault(name, Counter())[where.routes[0] if len(where.routes) == 1 else None] += s.count
             lock_at = entering_lock(s.frames)
@@ -190,10 +199,14 @@ def analyse_profile(
             if lock_at is not None or _waits_on_lock_or_queue(s.frames):
                 worker_locked[name] += s.count
     busy_workers = sum(worker_busy.values())
+    # AnyIO's workers are all the app's; an executor thread that never ran anything may be the
+    # server's or a library's (uvloop's getaddrinfo thread): only the ones that worked count.
+    pool_of = {k: p for k, p in pool_of.items() if p == ANYIO_POOL or thread_busy[k]}
 
     return {
         "native": native,
         "samples": profile.total,
+        "framework": framework,
         "threads": [
             {"pid": t.key.pid, "tid": t.key.tid, "name": t.name, "role": t.role.value, "samples": t.samples}
             for t in sorted(profile.threads.values(), key=lambda t: (t.role.value, t.key.pid, t.key.tid))
@@ -201,12 +214,23 @@ def analyse_profile(
         "loop": loop,
         "processes": _processes(profile, roles, native, app, stalls or [], loop_samples),
         "threadpool": {
-            "workers_seen": len(workers),
+            "workers_seen": len(pool_of),
             "average_busy_workers": round(busy_workers / per_thread, 2) if per_thread else 0.0,
+            # Each pool the app's sync code ran in: AnyIO's, asgiref's, the loop's default executor.
+            "pools": [
+                {
+                    "pool": pool,
+                    "size": POOL_SIZES.get(pool),
+                    "threads_seen": sum(1 for p in pool_of.values() if p == pool),
+                    "average_busy_workers": round(pool_busy[pool] / per_thread, 2) if per_thread else 0.0,
+                }
+                for pool in sorted(set(pool_of.values()))
+            ],
             "by_function": [
                 {
                     "function": f,
                     "route": worker_routes[f].most_common(1)[0][0],
+                    "pool": worker_pool[f].most_common(1)[0][0],
                     "average_busy_workers": round(n / per_thread, 2) if per_thread else 0.0,
                     # Share of this function's busy samples spent waiting for a lock or a queue:
                     # high when a resource pool, not the threads, is what requests queue for.
@@ -257,6 +281,11 @@ def _loop_section(
         "busy_share": round(busy / loop_total, 4) if loop_total else None,
         "kinds": {k: kinds.get(k, 0) for k in (m.value for m in SampleKind)},
         "blockers": blockers,
+        # What "(library or runtime code)" was: the loop samples with no frame of the app, per
+        # layer of the framework's (and the server's) own request handling.
+        "framework_layers": layer_shares(
+            (s for s in loop_stacks if is_loop_callback(s.frames) and innermost_app_frame(s.frames) is None), loop_total
+        ),
         # The loop sampler's looks that found the loop waiting for a GIL other threads held.
         "gil_wait_share": round(int(loop_samples.get("gil_ticks") or 0) / ticks, 3) if ticks and loop_samples else None,
     }
@@ -348,11 +377,15 @@ def _waits_on_lock_or_queue(frames: tuple[Frame, ...]) -> bool:
 
 
 def _worker_waiting_for_work(frames: tuple[Frame, ...], native: bool, thread: Any) -> bool:
-    """An AnyIO worker with no job: its innermost Python frame is the worker loop's queue get."""
+    """A pool thread with no job: its innermost Python frame is the worker loop's queue get (AnyIO's
+    worker, or a ``concurrent.futures`` thread: asgiref's executors and the loop's default one)."""
     for frame in reversed(frames):
         if frame.native:
             continue
         if frame.file.replace("\\", "/").endswith(("queue.py", "threading.py")):
             continue
-        return "anyio/_backends" in frame.file.replace("\\", "/") and frame.name.endswith("WorkerThread.run")
+        f = frame.file.replace("\\", "/")
+        return ("anyio/_backends" in f and frame.name.endswith("WorkerThread.run")) or (
+            f.endswith("concurrent/futures/thread.py") and frame.name == "_worker"
+        )
     return is_idle_sample(thread, frames, native)

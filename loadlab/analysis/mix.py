@@ -33,6 +33,14 @@ import os
 from collections import Counter
 from typing import Any
 
+from loadlab.analysis.frameworks import (
+    ANYIO_POOL,
+    ASGIREF_PER_REQUEST,
+    ASGIREF_SHARED,
+    EXECUTOR_FRAMEWORKS,
+    LOOP_EXECUTOR_POOL,
+    default_executor_size,
+)
 from loadlab.analysis.model import Mix, Prediction, Station, bounds, move_demand, mva, mva_over
 from loadlab.analysis.theory import thread_tokens
 from loadlab.results import AGGREGATED, stats_rows
@@ -181,8 +189,9 @@ def measure_demands(run: dict[str, Any]) -> dict[str, Any] | None:
     parts.append({"function": "(server and framework)", "kind": "cpu", "share": None, "demands_ms": ms(rest)})
     stations = [_station(LOOP, "loop", int(cfg.get("workers", 1)), parts)]
 
-    # Worker threads: per function, the samples outside lock waits; a lock's holders are its station.
-    threads: list[dict[str, Any]] = []
+    # Worker threads: per function, the samples outside lock waits; a lock's holders are its
+    # station. Each pool the sync code ran in is a station of its own size (see _POOL_STATIONS).
+    threads: dict[str, list[dict[str, Any]]] = {}
     locks: dict[str, list[dict[str, Any]]] = {}
     for f in (analysis.get("threadpool") or {}).get("by_function", []):
         held = f.get("held_samples")
@@ -194,9 +203,10 @@ def measure_demands(run: dict[str, Any]) -> dict[str, Any] | None:
         if lock and f.get("lock_wait_share", 0) >= LOCK_WAIT_SHARE:
             locks.setdefault(f"lock {lock['file'].rsplit('/', 1)[-1]}:{lock['line']}", []).append(part)
         else:
-            threads.append(part)
-    if threads:
-        stations.append(_station(THREADS, "threads", thread_tokens(run), threads))
+            threads.setdefault(str(f.get("pool") or ANYIO_POOL), []).append(part)
+    for pool, pool_parts in threads.items():
+        name, servers = _pool_station(pool, run)
+        stations.append(_station(name, "threads", servers, pool_parts))
     for name, held_parts in locks.items():
         stations.append(_station(name, "lock", 1, held_parts))
 
@@ -281,7 +291,22 @@ def measure_demands(run: dict[str, Any]) -> dict[str, Any] | None:
         "routes": routes,
         "stations": stations,
         "process_pool": int((run.get("env") or {}).get("LOADLAB_PROCESS_WORKERS") or min(cores, 8)),
+        "framework": analysis.get("framework"),
     }
+
+
+def _pool_station(pool: str, run: dict[str, Any]) -> tuple[str, int]:
+    """The station of a pool and its servers: AnyIO's threadpool (its limiter's tokens), the
+    loop's default executor (``min(32, cores + 4)`` threads), asgiref's shared thread (one), or
+    asgiref's thread per request (as many as there are users)."""
+    cores = int((run.get("machine") or {}).get("cores") or os.cpu_count() or 1)
+    if pool == LOOP_EXECUTOR_POOL:
+        return LOOP_EXECUTOR_POOL, default_executor_size(cores)
+    if pool == ASGIREF_SHARED:
+        return ASGIREF_SHARED, 1
+    if pool == ASGIREF_PER_REQUEST:
+        return ASGIREF_PER_REQUEST, max(1, int((run.get("config") or {}).get("users") or 1))
+    return THREADS, thread_tokens(run)
 
 
 def _station(name: str, kind: str, servers: int, parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -334,7 +359,12 @@ def _target(part: dict[str, Any], demands: dict[str, Any], stations: list[Statio
     if kind == "cpu" and not part.get("gil_released"):
         pool = Station(POOL, "pool", {}, servers=max(1, min(int(demands.get("process_pool") or cores), cores)))
         return pool, "a process pool"
-    tokens = next((s.servers for s in stations if s.kind == "threads"), 40)
+    if demands.get("framework") in EXECUTOR_FRAMEWORKS:
+        # Django's sync_to_async(thread_sensitive=False), Quart's run_sync, Falcon's sync_to_async,
+        # Litestar's sync_to_thread (on asyncio): the loop's default executor.
+        size = default_executor_size(cores)
+        return Station(LOOP_EXECUTOR_POOL, "threads", {}, servers=size), "the loop's default executor"
+    tokens = next((s.servers for s in stations if s.name == THREADS), 40)
     return Station(THREADS, "threads", {}, servers=tokens), "the threadpool"
 
 

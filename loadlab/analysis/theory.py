@@ -8,6 +8,10 @@ model                in service at once (per server worker)       ceiling (req/s
 ===================  ===========================================  ==============================
 loop-blocking        1 — the loop serves one request at a time    workers / S
 threadpool           min(users, thread tokens)                    min(users, tokens) × workers / S
+loop executor        min(users, min(32, cores + 4))               min(users, that) × workers / S
+asgiref one thread   1 — asgiref's shared thread (thread-         workers / S
+                     sensitive, outside Django's handler)
+asgiref per request  users (Django: a thread per request)         users / S
 async                users (the loop interleaves them all)        users / S
 cpu (GIL)            1 — one thread computes at a time            workers / S
 process pool         min(pool processes, cores)                   min(pool, cores) / S
@@ -16,7 +20,11 @@ process pool         min(pool processes, cores)                   min(pool, core
 and never more than ``users / S`` in a closed model (each user waits for its answer). ``S``, the
 service time, is measured on the idle server after the load (a few sequential requests), or else
 taken as the fastest response Locust saw.
-The model an endpoint *followed* is inferred from where its samples ran in the profile.
+The model an endpoint *followed* is inferred from where its samples ran in the profile: the loop,
+or the pool whose threads ran its sync code (``analysis.threadpool.by_function[].pool``: AnyIO's
+threadpool for Starlette, FastAPI and ``anyio.to_thread``; the loop's default executor for Quart's
+``run_sync``, Falcon's ``sync_to_async`` and Litestar's ``sync_to_thread`` on asyncio; asgiref's
+threads for Django).
 """
 
 from __future__ import annotations
@@ -24,6 +32,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from loadlab.analysis.frameworks import (
+    ANYIO_POOL,
+    ASGIREF_PER_REQUEST,
+    ASGIREF_SHARED,
+    LOOP_EXECUTOR_POOL,
+    default_executor_size,
+)
 from loadlab.results import StatsRow, canary_row, endpoint_rows, is_canary
 
 __all__ = ["canary_damage", "ceiling", "infer_model", "is_canary", "service_time_s", "theory_table", "thread_tokens"]
@@ -31,6 +46,13 @@ __all__ = ["canary_damage", "ceiling", "infer_model", "is_canary", "service_time
 # Beyond this share of one core, the server process itself was the limit.
 SERVER_CPU_LIMIT = 90.0
 GENERATOR_CPU_LIMIT = 90.0
+# The model of a route whose sync code ran in each pool.
+POOL_MODELS = {
+    ANYIO_POOL: "threadpool",
+    LOOP_EXECUTOR_POOL: "loop executor",
+    ASGIREF_SHARED: "asgiref one thread",
+    ASGIREF_PER_REQUEST: "asgiref per request",
+}
 # A route whose handler held the loop for this share of loop samples followed the blocking model.
 BLOCKING_SHARE = 0.05
 
@@ -46,7 +68,7 @@ def infer_model(route: str, analysis: dict[str, Any] | None, only_endpoint: bool
             return "cpu (GIL)" if b["kind"] == "cpu" else "loop-blocking"
     for f in analysis["threadpool"]["by_function"]:
         if (f.get("route") == route or (only_endpoint and f.get("route") is None)) and f["average_busy_workers"] > 0.05:
-            return "threadpool"
+            return POOL_MODELS.get(str(f.get("pool") or ANYIO_POOL), "threadpool")
     pool_children = [t for t in analysis.get("threads", []) if t["role"] == "process-pool child"]
     if "process" in route and pool_children:
         return "process pool"
@@ -63,6 +85,9 @@ def ceiling(model: str, service_s: float, users: int, tokens: int, workers: int,
         "loop-blocking": workers / service_s,
         "cpu (GIL)": workers / service_s,
         "threadpool": min(users, tokens) * workers / service_s,
+        "loop executor": min(users, default_executor_size(cores)) * workers / service_s,
+        "asgiref one thread": workers / service_s,
+        "asgiref per request": users / service_s,
         "async": users / service_s,
         "process pool": min(pool, cores) / service_s,
     }.get(model)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from loadlab.analysis.frameworks import ASGIREF_SHARED
 from loadlab.analysis.mix import FIT, LOOP, measure_demands, mix_model
 from loadlab.analysis.theory import canary_damage, theory_table
+from loadlab.results import endpoint_rows
 
 # Below this share of loop samples a function is noise, not a blocker worth a sentence.
 BLOCKER_SHARE = 0.05
@@ -67,22 +69,58 @@ def _evidence(b: dict[str, Any]) -> str:
     return f" [{share:.0%} of its samples: {b.get('kind_from', 'the profile')}]"
 
 
-def _advice(b: dict[str, Any], gain: str) -> str:
+# Each framework's own way to run a blocking call off the event loop: (the call to wrap it in,
+# what to do with the whole handler). FastAPI's (and a raw ASGI app's) is the default.
+OFF_LOOP: dict[str | None, tuple[str, str]] = {
+    None: ("`await run_in_threadpool(...)`", "make it `def` (FastAPI runs it in the threadpool)"),
+    "starlette": (
+        "`await run_in_threadpool(...)` (`starlette.concurrency`)",
+        "make the endpoint `def` (Starlette runs it in AnyIO's threadpool)",
+    ),
+    "django": (
+        "`await sync_to_async(fn, thread_sensitive=False)(...)` (asgiref: the loop's default executor; "
+        "`thread_sensitive=True`, the default, sends every call made outside Django's request handling "
+        "to one shared thread)",
+        "make the view `def` (Django runs it in a thread of its own per request)",
+    ),
+    "litestar": (
+        "`await anyio.to_thread.run_sync(...)`",
+        "make the handler `def` with `sync_to_thread=True` (`@get(..., sync_to_thread=True)`)",
+    ),
+    "quart": (
+        "`await run_sync(fn)()` (`quart.utils.run_sync`) or `await app.ensure_async(fn)(...)`",
+        "make the view `def` (Quart runs it with `run_sync` in the loop's default executor)",
+    ),
+    "falcon": (
+        "`await falcon.util.sync_to_async(fn, ...)` or `await loop.run_in_executor(None, fn, ...)`",
+        "",
+    ),
+}
+
+
+def _advice(b: dict[str, Any], gain: str, framework: str | None = None) -> str:
     kind = b["kind"]
+    wrap, handler = OFF_LOOP.get(framework if framework != "fastapi" else None, OFF_LOOP[None])
     if kind == "wait" and b.get("place") in ("middleware", "startup"):
         return (
-            "waiting (sleep, I/O or a lock), not computing: wrap the blocking call in "
-            f"`await run_in_threadpool(...)` or use an async library (a middleware cannot be `def`).{gain}"
+            f"waiting (sleep, I/O or a lock), not computing: wrap the blocking call in {wrap} "
+            f"or use an async library (a middleware cannot be `def`).{gain}"
         )
     if kind == "wait":
+        if framework in (None, "fastapi"):
+            return (
+                "waiting (sleep, I/O or a lock), not computing: make it `def` (FastAPI runs it in the threadpool), "
+                f"wrap the call in `await run_in_threadpool(...)`, or use an async library.{gain}"
+            )
+        first = f"{handler}, " if handler else ""
         return (
-            "waiting (sleep, I/O or a lock), not computing: make it `def` (FastAPI runs it in the threadpool), "
-            f"wrap the call in `await run_in_threadpool(...)`, or use an async library.{gain}"
+            f"waiting (sleep, I/O or a lock), not computing: {first}wrap the call in {wrap}, or use an async "
+            f"library.{gain}"
         )
     if kind == "cpu" and b.get("gil_released"):
         return (
             "computing in C code that releases the GIL (as `hashlib`, `zlib`, `sqlite3` do): "
-            "`await run_in_threadpool(...)` takes it off the loop, and threads do run it in parallel on "
+            f"{wrap} takes it off the loop, and threads do run it in parallel on "
             f"the cores, so the threadpool adds throughput too.{gain}"
         )
     if kind == "cpu":
@@ -101,9 +139,10 @@ def _advice(b: dict[str, Any], gain: str) -> str:
     return "whether it waited or computed is unknown (record with --native, or let the loop sampler see it)."
 
 
-def advice_for(blocker: dict[str, Any], gain: str = "") -> str:
-    """What to do about a blocker of this ``kind`` (and ``place``): the sentence the report ends on."""
-    return _advice(blocker, gain)
+def advice_for(blocker: dict[str, Any], gain: str = "", framework: str | None = None) -> str:
+    """What to do about a blocker of this ``kind`` (and ``place``), in the words of the app's
+    ``framework`` (as ``analysis.framework`` names it): the sentence the report ends on."""
+    return _advice(blocker, gain, framework)
 
 
 def blocker_verdicts(run: dict[str, Any]) -> list[Verdict]:
@@ -135,7 +174,8 @@ def blocker_verdicts(run: dict[str, Any]) -> list[Verdict]:
         # What moving it buys, from the model of the whole mix: the other blockers still hold the loop.
         w = what_ifs.get(b["function"])
         gain = f" {_what_if_text(w, model)}" if w and model else ""
-        out.append(Verdict("problem", f"{head}: {_advice(b, gain)}{_whatif(run, b)}"))
+        advice = _advice(b, gain, analysis.get("framework"))
+        out.append(Verdict("problem", f"{head}: {advice}{_whatif(run, b)}"))
     return out
 
 
@@ -321,6 +361,7 @@ def threadpool_verdicts(run: dict[str, Any]) -> list[Verdict]:
                 "to a process pool (`loop.run_in_executor(ProcessPoolExecutor(), ...)`).",
             )
         )
+    out += shared_thread_verdicts(run)
     locks = {c["function"]: c for c in lock_ceilings(run)}
     for c in locks.values():
         site = f"{c['lock']['file'].rsplit('/', 1)[-1]}:{c['lock']['line']}"
@@ -347,6 +388,40 @@ def threadpool_verdicts(run: dict[str, Any]) -> list[Verdict]:
                 )
             )
     return out
+
+
+# asgiref's shared thread this busy (the share of the time it ran a call) queues the calls for it.
+SHARED_THREAD_BUSY = 0.3
+
+
+def shared_thread_verdicts(run: dict[str, Any]) -> list[Verdict]:
+    """asgiref's one shared thread ran the app's ``sync_to_async`` calls: they wait in line for
+    it, whatever the load. Its ceiling by the utilisation law: ``X / U`` calls a second."""
+    analysis = run.get("analysis") or {}
+    pool = next((p for p in (analysis.get("threadpool") or {}).get("pools", []) if p["pool"] == ASGIREF_SHARED), None)
+    if pool is None or not pool["average_busy_workers"]:
+        return []
+    funcs = [f for f in analysis["threadpool"]["by_function"] if f.get("pool") == ASGIREF_SHARED]
+    rows = endpoint_rows(run)
+    routes = sorted({str(f["route"]) for f in funcs if f.get("route")}) or ([rows[0]["name"]] if len(rows) == 1 else [])
+    x = sum(float(r["rps"]) for r in rows if not routes or r["name"] in routes)
+    # The model's utilisation of the thread (its demand per call times the calls) when there is
+    # one; py-spy's share of samples otherwise (it undercounts a thread started after the server).
+    model = model_of(run) or {}
+    busy = min(1.0, float((model.get("utilisation") or {}).get(ASGIREF_SHARED) or pool["average_busy_workers"]))
+    names = ", ".join(f"`{f['function']}`" for f in funcs[:3])
+    on = f" for {_routes_text(routes)}" if routes else ""
+    ceiling = f": ~{x / busy:.0f} calls a second at most, one at a time ({x:.0f} now)" if x and busy else ""
+    return [
+        Verdict(
+            "problem" if busy >= SHARED_THREAD_BUSY else "warning",
+            f"asgiref's one shared thread ran every `sync_to_async` call{on} ({names}), busy {busy:.0%} of the "
+            f"time{ceiling}: `thread_sensitive=True` (the default) outside Django's per-request "
+            "`ThreadSensitiveContext` sends all such calls to one thread, so they wait in line for it whatever the "
+            "load, a one-server queue. Pass `thread_sensitive=False` for code that is not bound to a thread (it "
+            "then runs in the loop's default executor, min(32, cores + 4) threads), or run it in a Django view.",
+        )
+    ]
 
 
 def canary_verdicts(run: dict[str, Any]) -> list[Verdict]:

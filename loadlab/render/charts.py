@@ -159,7 +159,7 @@ def blockers_chart(blockers: list[dict[str, Any]]) -> bytes | None:
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(SIZE[0], 0.45 * len(rows) + 1.0))
-    colors = {"wait": "#2ca02c", "cpu": "#d62728", "unknown": "#7f7f7f"}
+    colors = {"wait": "#2ca02c", "cpu": "#d62728", "unknown": "#7f7f7f", "framework": "#9ecae1"}
     labels = [f"{b['function']} ({b['kind']})" for b in rows][::-1]
     ax.barh(
         labels,

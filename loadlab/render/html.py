@@ -106,7 +106,15 @@ def run_report(run_dir: Path, run: dict[str, Any], report: dict[str, Any]) -> st
     verdicts, *tables = r.sections
     history = charts.locust_history(run_dir / "locust_stats_history.csv")
     series = run.get("timeseries", [])
-    blockers = ((run.get("analysis") or {}).get("loop") or {}).get("blockers", [])
+    loop = (run.get("analysis") or {}).get("loop") or {}
+    blockers = loop.get("blockers", [])
+    if "framework_layers" in loop:
+        # "(library or runtime code)" shown by the framework's layers that made it up
+        layers = [
+            {"function": f"{x['package']}: {x['layer']}", "kind": "framework", "share": x["share"]}
+            for x in loop["framework_layers"]
+        ]
+        blockers = sorted([b for b in blockers if b.get("file")] + layers, key=lambda b: -b["share"])
     tables_html = "\n".join(section(t) for t in tables)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>loadlab: {esc(r.title)}</title>
 <style>{STYLE}</style></head><body>

@@ -145,6 +145,51 @@ def _what_ifs(report: dict[str, Any]) -> Table:
     )
 
 
+def _pools(run: dict[str, Any]) -> Table:
+    pool = ((run.get("analysis") or {}).get("threadpool")) or {}
+    by_pool: dict[str, list[str]] = {}
+    for f in pool.get("by_function") or []:
+        by_pool.setdefault(str(f.get("pool") or "AnyIO threadpool"), []).append(
+            f"{f['function']}{' (' + f['route'] + ')' if f.get('route') else ''} {f['average_busy_workers']:g}"
+        )
+    return Table(
+        "threads",
+        "Threads that ran sync code (the threadpool view)",
+        ("pool", "size", "threads seen", "average busy threads", "functions (route) average busy"),
+        _rows(
+            pool.get("pools") or [],
+            lambda p: (
+                p["pool"],
+                fmt(p["size"]) if p["size"] is not None else "one per request",
+                fmt(p["threads_seen"]),
+                fmt(p["average_busy_workers"], "{:g}"),
+                "; ".join(by_pool.get(p["pool"], [])[:4]) or "-",
+            ),
+        ),
+        note="Each pool the app's sync code ran in: AnyIO's (Starlette, FastAPI, anyio.to_thread), the loop's "
+        "default executor (Quart's run_sync, Falcon's sync_to_async, Litestar's sync_to_thread), asgiref's "
+        "(Django: a thread per request; sync_to_async outside Django: one shared thread).",
+        empty="No thread of a pool ran the app's code.",
+    )
+
+
+def _layers(run: dict[str, Any]) -> Table:
+    loop = ((run.get("analysis") or {}).get("loop")) or {}
+    framework = (run.get("analysis") or {}).get("framework") or "no framework recognised"
+    return Table(
+        "framework-layers",
+        "The event loop outside your code, per layer",
+        ("package", "layer", "share of the loop"),
+        _rows(
+            [x for x in loop.get("framework_layers") or [] if x["share"] >= 0.005],
+            lambda x: (x["package"], x["layer"], fmt(x["share"], "{:.1%}")),
+        ),
+        note=f'What the blockers call "(library or runtime code)": the loop\'s samples with no frame of the app, '
+        f"by the innermost frame of the framework ({framework}) or server that ran them.",
+        empty="No loop time outside the app's code (or a run analysed before this table existed).",
+    )
+
+
 def _canary(report: dict[str, Any]) -> Table:
     canary = report.get("canary")
     return Table(
@@ -212,6 +257,8 @@ def run_sections(run: dict[str, Any], report: dict[str, Any]) -> Report:
             _model(report),
             _what_ifs(report),
             _theory(report),
+            _layers(run),
+            _pools(run),
             _canary(report),
             _stats(run),
         ),
