@@ -72,9 +72,10 @@ def test_gate_never_fails_an_app_against_itself_and_fails_the_slowed_one_naming_
     (folder / "slowapp.py").write_text((folder / "shopapp.py").read_text().replace("    return {", SLOW, 1))
     common = ("--locustfile", "locustfile.py", "--users", "10", "--duration", "3", "--repeats", "3", "-q")
 
+    # Profiled, so that its baseline side can serve the slowed app's gate below (its diff flame graph).
     same = loadlab(
         "smoke", "--app", "shopapp:app", "--baseline-app", "shopapp:app", *common, "--fail-on", RULES,
-        "--out", "out", "--run", "same", cwd=folder, timeout=110,
+        "--profile", "--out", "out", "--run", "same", cwd=folder, timeout=110,
     )  # fmt: skip
     assert same.returncode == 0, same.stdout + same.stderr
     assert "baseline gate: no regression (medians of 3 baseline and 3 current runs" in same.stdout
@@ -90,8 +91,9 @@ def test_gate_never_fails_an_app_against_itself_and_fails_the_slowed_one_naming_
     cli = loadlab("compare", "out/same/current", "out/same/baseline", "--fail-on", RULES, cwd=folder, timeout=30)
     assert cli.returncode == 0, cli.stdout + cli.stderr
 
+    # The slowed app against that stored baseline (--baseline DIR): three runs, not six.
     slow = loadlab(
-        "smoke", "--app", "slowapp:app", "--baseline-app", "shopapp:app", *common, "--fail-on", RULES,
+        "smoke", "--app", "slowapp:app", "--baseline", "out/same/baseline", *common, "--fail-on", RULES,
         "--profile", "--out", "out", "--run", "slow", "--junit-xml", "gate.xml", cwd=folder, timeout=110,
     )  # fmt: skip
     assert slow.returncode == 1, slow.stdout + slow.stderr
@@ -111,7 +113,7 @@ def test_gate_never_fails_an_app_against_itself_and_fails_the_slowed_one_naming_
     assert 'fill="rgb(235,60,60)"' in frame.group(0)
     assert "flamegraph-loop-diff.svg" in (gate / "comparison.html").read_text()
     # Plain `loadlab compare` of the two folders draws it too, in its comparison.html.
-    plain = loadlab("compare", "out/slow/baseline", "out/slow/current", "--out", "cmp", cwd=folder, timeout=60)
+    plain = loadlab("compare", "out/same/baseline", "out/slow", "--out", "cmp", cwd=folder, timeout=60)
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert "new in CURRENT" in (folder / "cmp" / "flamegraph-loop-diff.svg").read_text()
     assert "flamegraph-loop-diff.svg" in (folder / "cmp" / "comparison.html").read_text()
