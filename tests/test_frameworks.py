@@ -272,15 +272,17 @@ def test_each_framework_under_load(
 @pytest.mark.slow
 @pytest.mark.parametrize("framework", [x[0] for x in LIVE])
 def test_each_frameworks_sync_route_follows_its_pools_model(live: Callable[[str, str], Path], framework: str) -> None:
-    # /sync alone: a 20 ms sleep in the framework's pool, 5 users thinking 20 ms. The per-endpoint
-    # theory's ceiling leaves out that think time (users / S): ~0.65 is its expected ratio here,
-    # inside the FastAPI tests' bounds (0.6-1.3); the model of the mix counts it: ±15%.
+    # /sync alone: a 20 ms sleep in the framework's pool, 5 users thinking 20 ms. No pool limits it,
+    # so the per-endpoint theory's ceiling is users / S, which leaves out that think time: its
+    # ratio is about S / (S + Z) = 0.6-0.66 here (0.596 seen once), not the ~1 of a saturated route,
+    # hence 0.5 at the low end, not the FastAPI tests' 0.6. The model of the mix counts the think
+    # time: within their ±15%.
     pytest.importorskip(framework)
     run = run_json(live(framework, "sync"))
     pool, model, _ = MODELS[framework]
     (row,) = run["report"]["theory"]
     assert row["model"] == model, row
-    assert 0.6 <= row["ratio"] <= 1.3, row
+    assert 0.5 <= row["ratio"] <= 1.3, row
     mix = run["report"]["model"]
     assert abs(mix["ratio"] - 1) <= FIT, mix
     station = ASGIREF_PER_REQUEST if pool == ASGIREF_PER_REQUEST else "threadpool" if pool == ANYIO_POOL else pool

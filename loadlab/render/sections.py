@@ -169,7 +169,6 @@ def _pools(run: dict[str, Any]) -> Table:
         note="Each pool the app's sync code ran in: AnyIO's (Starlette, FastAPI, anyio.to_thread), the loop's "
         "default executor (Quart's run_sync, Falcon's sync_to_async, Litestar's sync_to_thread), asgiref's "
         "(Django: a thread per request; sync_to_async outside Django: one shared thread).",
-        empty="No thread of a pool ran the app's code.",
     )
 
 
@@ -186,7 +185,6 @@ def _layers(run: dict[str, Any]) -> Table:
         ),
         note=f'What the blockers call "(library or runtime code)": the loop\'s samples with no frame of the app, '
         f"by the innermost frame of the framework ({framework}) or server that ran them.",
-        empty="No loop time outside the app's code (or a run analysed before this table existed).",
     )
 
 
@@ -257,8 +255,8 @@ def run_sections(run: dict[str, Any], report: dict[str, Any]) -> Report:
             _model(report),
             _what_ifs(report),
             _theory(report),
-            _layers(run),
-            _pools(run),
+            # only where the analysis has them (a run analysed before they existed has not)
+            *(t for t in (_layers(run), _pools(run)) if t.rows),
             _canary(report),
             _stats(run),
         ),
