@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -82,21 +81,13 @@ def recorded() -> Recorded:
 def test_both_formats_show_the_same_tables_with_the_same_headers(recorded: Recorded, tmp_path: Path) -> None:
     run, report = recorded
     tables = [s for s in run_sections(run, report).sections if isinstance(s, Table)]
-    assert [t.id for t in tables] == ["model", "what-if", "theory", "framework-layers", "threads", "canary", "stats"]
-    page = html.run_report(tmp_path, run, report)
-    text = markdown.run_report(run, report)
-    in_html, in_md = html_headers(page), markdown_headers(text)
-    # The recorded run predates the per-layer and per-pool analysis (#22): those two say so, in both.
-    older = {"framework-layers", "threads"}
+    assert [t.id for t in tables] == ["model", "what-if", "theory", "canary", "stats"]
+    in_html = html_headers(html.run_report(tmp_path, run, report))
+    in_md = markdown_headers(markdown.run_report(run, report))
     for t in tables:
-        if t.id in older:
-            assert not t.rows and t.empty and t.empty in text and escape(t.empty) in page, t.id
-            continue
-        assert t.rows, t.id  # the recorded run fills every other table
+        assert t.rows, t.id  # the recorded run fills every table
         assert in_html[t.id] == in_md[t.title] == list(t.headers), t.id
-    assert set(in_html) == {t.id for t in tables} - older and set(in_md) == {
-        t.title for t in tables if t.id not in older
-    }
+    assert set(in_html) == {t.id for t in tables} and set(in_md) == {t.title for t in tables}
 
 
 def test_the_p99_factor_is_in_both_and_the_canary_headers_agree(recorded: Recorded, tmp_path: Path) -> None:
