@@ -38,7 +38,7 @@ def test_two_remote_workers_share_the_load_and_the_run_completes(tmp_path: Path)
     command = data["locust_workers"]["command"]
     assert "--worker" in command and "--master-host 127.0.0.1" in command
     workers = [_worker(command, app, tmp_path / f"worker{i}.log") for i in (1, 2)]
-    time.sleep(6)  # workers on other hosts take their time: that wait must stay out of the profile
+    time.sleep(4)  # workers on other hosts take their time: that wait must stay out of the profile
     for w in workers:
         w.start()
     try:
