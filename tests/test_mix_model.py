@@ -65,11 +65,11 @@ def test_python_on_the_loop_is_the_bottleneck_and_a_process_pool_would_help(tmp_
 
 def test_locust_sharing_the_cpu_is_in_the_model(tmp_path: Path) -> None:
     run = mix_run(tmp_path / "run", "mix_tiny_locustfile.py", "-u", "40", "-r", "40")
-    cpu = next(s for s in run["demands"]["stations"] if s["kind"] == "cpu")
     model = run["report"]["model"]
-    if abs(model["ratio"] - 1) > FIT and cpu["available"] < cpu["servers"] - 0.5:
-        # Other users' work took more than half a core meanwhile: this mix is all CPU, so measure
-        # it once more before believing the miss.
+    if abs(model["ratio"] - 1) > FIT:
+        # This mix is all CPU, shared by the server and Locust on two cores: a neighbour's work or
+        # a slow second (0.848 once in CI, against 0.85) moves it. Measure once more before
+        # believing the miss, as the README advises.
         run = mix_run(tmp_path / "again", "mix_tiny_locustfile.py", "-u", "40", "-r", "40")
     model = fits(run)
     # Locust's CPU per request is about the server's: the cores they share (or Locust's own one)
@@ -77,6 +77,7 @@ def test_locust_sharing_the_cpu_is_in_the_model(tmp_path: Path) -> None:
     assert model["bottleneck"].startswith(("CPU (", "load generator")), model
     names = [s["name"] for s in run["demands"]["stations"]]
     assert "load generator (Locust)" in names
+    assert any(s["kind"] == "cpu" for s in run["demands"]["stations"])
 
 
 # The handler's own blocking call. The helper's case (helper-sleep against offload-sleep) is the same
