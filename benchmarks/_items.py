@@ -186,21 +186,19 @@ def accuracy(ctx: Context) -> list[Row]:
 # 2 ─ profiling overhead
 
 PROFILER_VARIANTS: dict[str, Profiler | None] = {
-    "no py-spy": None,
-    "default (100 Hz, blocking)": Profiler(),
-    "floor: the server's process alone (100 Hz, blocking)": Profiler(children=False),
-    "before issue 18 (--subprocesses)": Profiler(split=False),
-    "--nonblocking": Profiler(nonblocking=True),
-    "--rate 50": Profiler(rate=50),
-    "--nonblocking, py-spy on the generator's core": Profiler(nonblocking=True, on_generator_core=True),
+    "no profiling": None,
+    "default (loop sampled in the app at 100 Hz, py-spy 20 Hz non-blocking)": Profiler(),
+    "the app's samplers alone (no py-spy)": Profiler(pyspy=False),
+    "py-spy 100 Hz blocking on the server (the default before)": Profiler(loop_sampler=False),
+    "before issue 18 (--subprocesses)": Profiler(split=False, loop_sampler=False),
+    "--nonblocking, py-spy 100 Hz on the loop too": Profiler(nonblocking=True, loop_sampler=False),
 }
 # The same on a route that keeps AnyIO's 40 threads busy (sleeping): many stacks per sample.
 THREADPOOL_VARIANTS = (
-    "no py-spy",
-    "default (100 Hz, blocking)",
-    "floor: the server's process alone (100 Hz, blocking)",
+    "no profiling",
+    "default (loop sampled in the app at 100 Hz, py-spy 20 Hz non-blocking)",
+    "py-spy 100 Hz blocking on the server (the default before)",
     "before issue 18 (--subprocesses)",
-    "--nonblocking",
 )
 THREADPOOL_PATH = "/io/threadpool-sleep"
 THREADPOOL_CONNECTIONS = 40
@@ -231,8 +229,9 @@ def _skipped(item: str, goal: str, measured: str, ctx: Context) -> list[Row]:
 
 
 def profiling_overhead(ctx: Context) -> list[Row]:
-    """py-spy's cost in throughput, paired against no py-spy, on the CPU-bound trivial route (the
-    worst case) and on a route that keeps the 40 threads busy."""
+    """Profiling's cost in throughput — py-spy and the app's own samplers, as `loadlab profile`
+    runs them — paired against the same app unprofiled, on the CPU-bound trivial route (the worst
+    case) and on a route that keeps the 40 threads busy."""
     if ctx.wrk is None:
         return _skipped("2. profiling overhead", "≤ 3% loss", "1 − with/without", ctx)
     rows = []
@@ -240,7 +239,7 @@ def profiling_overhead(ctx: Context) -> list[Row]:
         ("2_profiling_overhead", "/trivial/async", OVERHEAD_CONNECTIONS, tuple(PROFILER_VARIANTS)),
         ("2_profiling_overhead_threadpool", THREADPOOL_PATH, THREADPOOL_CONNECTIONS, THREADPOOL_VARIANTS),
     ):
-        ctx.progress(f"2. profiling overhead: {path} under wrk -c {connections}, py-spy variants")
+        ctx.progress(f"2. profiling overhead: {path} under wrk -c {connections}, profiling variants")
         results: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
         for rnd, label in interleaved(list(labels), ctx.repeats):
             prof = PROFILER_VARIANTS[label]
@@ -251,22 +250,22 @@ def profiling_overhead(ctx: Context) -> list[Row]:
             )
             results[label].append(r)
         ctx.raw[key] = results
-        base = [r["rps"] for r in results["no py-spy"]]
+        base = [r["rps"] for r in results["no profiling"]]
         where = "" if path == "/trivial/async" else f" on {path} ({connections} busy threads)"
         for label, rs in results.items():
-            if label == "no py-spy":
+            if label == "no profiling":
                 continue
             losses = [1 - x for x in paired_ratios(base, [r["rps"] for r in rs])]
             spread = Spread.of(losses)
             met = spread.median <= 0.03
             note = f"{_cpu_note(rs, profiler=True)}; baseline {Spread.of(base).text(0)} req/s"
             if label.startswith("default (") and not met:
-                note += "; MISSED: see the README's floor (py-spy's cost per sample × 100 Hz)"
+                note += "; MISSED: see the README's 'What profiling costs'"
             rows.append(
                 Row(
                     f"2. profiling overhead{where}, {label}",
                     "≤ 3% loss",
-                    "throughput loss vs no py-spy",
+                    "throughput loss vs no profiling",
                     spread.text(1, percent=True),
                     met,
                     note,

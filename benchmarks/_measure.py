@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 
 from loadlab.config import DEMO_APP
+from loadlab.instrument import LOOP_SAMPLE_ENV, LOOP_STACKS_ENV
 from loadlab.processes import (
     LOCUST_OUTPUTS,
     LOOPBACK,
@@ -35,8 +36,9 @@ from loadlab.processes import (
     uvicorn_argv,
     wait_ready,
 )
-from loadlab.recording import ChildRecorders, split_recording
+from loadlab.recording import ChildRecorders, loop_by_sampler, process_rate, split_recording
 from loadlab.results import read_locust_stats
+from loadlab.runner import LOOP_SAMPLE_HZ
 
 REPO = Path(__file__).resolve().parents[1]
 INSTRUMENTED_APP = DEMO_APP
@@ -77,6 +79,10 @@ class Profiler:
     on_generator_core: bool = False  # py-spy pinned to the generator's core instead of the server's
     split: bool = True  # the harness's default: children by their own recorders (loadlab.recording)
     children: bool = True  # False: the server's process only, its children not recorded at all (the floor)
+    # The harness's default: the loop's stacks from the app's own sampler, py-spy at a fifth of the
+    # rate without pausing (loadlab.recording.loop_by_sampler). False: py-spy samples the loop.
+    loop_sampler: bool = True
+    pyspy: bool = True  # False: the app's samplers alone, no py-spy at all
 
 
 @dataclass
@@ -107,18 +113,28 @@ def server(
     server_argv = pin.prefix(pin.server) + uvicorn_argv(app, port=port, factory=factory)
     profiler_argv = None
     recorders = None
+    child_env = dict(os.environ, **(env or {}))
     if profiler is not None:
+        # As `loadlab profile` runs it (runner._start_server): the app's loop sampler always, its
+        # loop stacks and a slower non-pausing py-spy when the loop is the sampler's.
         core = pin.generator if profiler.on_generator_core else pin.server
         split = profiler.split and split_recording(server="uvicorn", workers=1, attach=False)
+        sampled = profiler.loop_sampler and loop_by_sampler(split=split, instrument=True, native=profiler.native)
+        child_env[LOOP_SAMPLE_ENV] = str(LOOP_SAMPLE_HZ)
+        if sampled:
+            child_env[LOOP_STACKS_ENV] = str(profiler.rate)
+        spy_rate = process_rate(profiler.rate) if sampled else profiler.rate
         raw = work_dir / f"profile-{port}.raw.txt"
-        profiler_argv = pin.prefix(core) + pyspy_argv(
-            raw, rate=profiler.rate, native=profiler.native, nonblocking=profiler.nonblocking, subprocesses=not split
-        )
-        if split and profiler.children:
+        if profiler.pyspy:
+            profiler_argv = pin.prefix(core) + pyspy_argv(
+                raw, rate=spy_rate, native=profiler.native, nonblocking=profiler.nonblocking or sampled,
+                subprocesses=not split,
+            )  # fmt: skip
+        if split and profiler.children and profiler.pyspy:
             recorders = ChildRecorders(
-                raw, profiler.rate, work_dir / f"py-spy-children-{port}.log", native=profiler.native
-            )
-    child_env = dict(os.environ, **(env or {}))
+                raw, profiler.rate, work_dir / f"py-spy-children-{port}.log", native=profiler.native,
+                process_rate=spy_rate if sampled else None,
+            )  # fmt: skip
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), child_env.get("PYTHONPATH")]))
     with ProfiledServer(
         server_argv,
@@ -132,7 +148,7 @@ def server(
         pid = proc.server_pid()
         if pid is None:
             raise RuntimeError(f"the server behind py-spy did not start; see {work_dir}/server-{port}.log")
-        yield RunningServer(url, pid, proc.process.pid if profiler else None, recorders)
+        yield RunningServer(url, pid, proc.process.pid if profiler_argv else None, recorders)
 
 
 class CpuSampler:

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import contextvars
 import ctypes
+import dis
 import functools
 import gc
 import inspect
@@ -31,6 +32,8 @@ import ipaddress
 import json
 import math
 import os
+import random
+import signal
 import sys
 import sysconfig
 import threading
@@ -377,6 +380,7 @@ def enclosing_frame(frames: list[FrameInfo]) -> FrameInfo:
 
 
 LOOP_SAMPLE_ENV = "LOADLAB_LOOP_SAMPLE_HZ"
+LOOP_STACKS_ENV = "LOADLAB_LOOP_STACKS_HZ"
 KINDS = ("cpu", "wait", "gil")
 RECHECK_S = 0.0003
 GIL_STRUCT_BYTES = 256
@@ -551,6 +555,121 @@ class LoopSampler:
             "outside_app": self.outside_app,
             "gil_ticks": self.gil_ticks,
             "samples": samples,
+        }
+
+
+_RUNNER_NAMES = frozenset({"run", "run_forever", "run_until_complete"})
+
+
+@functools.lru_cache(maxsize=256)
+def _is_runner(code: CodeType) -> bool:
+    """asyncio's own ``run*`` frames: where control goes into the event loop."""
+    return code.co_name in _RUNNER_NAMES and code.co_filename.startswith(_ASYNCIO_DIR)
+
+
+class LoopStacks:
+    """The loop thread's whole stack ``hz`` times a second, exact, for the profile: what py-spy
+    would record of the loop, without pausing the server (:mod:`loadlab.recording`).
+
+    A wall-clock timer (``setitimer(ITIMER_REAL)``) sends the process SIGALRM; Linux gives a signal
+    sent to the process to its main thread, the loop's, and interrupts whatever system call it is
+    in (a sleep, ``epoll``, a lock). Python then runs the handler in that thread at the next
+    bytecode, and hands it the frame it was running: the loop's stack where it was, not where it
+    would next let go of the GIL (a thread that asks for the GIL sees a loop that does many short
+    things between two waits only ever in its wait). C code that keeps the GIL delays the handler
+    until it returns to Python; several alarms meanwhile become one, so each look counts the time
+    since the previous one (in intervals), and the caller of that C code gets all of it — as it
+    would from py-spy, which shows no C frames without ``--native``.
+
+    Used only when the harness asks for it (``LOADLAB_LOOP_STACKS_HZ``), on a loop that runs in the
+    main thread, in an app that has no SIGALRM handler or timer of its own; ``SA_RESTART`` is set,
+    so system calls that can resume after a signal do.
+    """
+
+    def __init__(self, hz: float) -> None:
+        self.interval_s = 1.0 / hz
+        # (code, line) pairs from the innermost frame out -> the intervals the looks stand for
+        self.stacks: dict[tuple[tuple[CodeType, int], ...], float] = {}
+        self.native_tid = threading.get_native_id()
+        self.thread_name = threading.current_thread().name
+        self.looks = 0
+        self.unavailable: str | None = None  # why it did not start
+        self._first: float | None = None
+        self._last: float | None = None
+        self._previous: Any = None
+        self._running = False
+        self._entries: dict[CodeType, int] = {}  # each code's RESUME: a frame there has not begun
+
+    def start(self) -> bool:
+        """Arm the timer (from the loop's thread); False, with :attr:`unavailable` set, if it cannot."""
+        if threading.current_thread() is not threading.main_thread():
+            self.unavailable = "the event loop does not run in the main thread, where Python runs signal handlers"
+        elif signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None) or signal.getitimer(signal.ITIMER_REAL)[0]:
+            self.unavailable = "the app has its own SIGALRM handler or timer"
+        if self.unavailable is not None:
+            return False
+        self._previous = signal.signal(signal.SIGALRM, self._on_alarm)
+        signal.siginterrupt(signal.SIGALRM, False)
+        signal.setitimer(signal.ITIMER_REAL, self.interval_s, self.interval_s)
+        self._running = True
+        return True
+
+    def stop(self) -> None:
+        """Disarm the timer, then give SIGALRM back (from the loop's thread; re-entrant)."""
+        if not self._running:
+            return
+        self._running = False
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        if signal.getsignal(signal.SIGALRM) == self._on_alarm:
+            signal.signal(signal.SIGALRM, self._previous if self._previous is not None else signal.SIG_DFL)
+
+    def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
+        now = time.perf_counter()
+        # The next alarm a little earlier or later: a period equal to something the loop does
+        # periodically (the lag probe's 10 ms) would otherwise see it in the same phase every time.
+        signal.setitimer(signal.ITIMER_REAL, self.interval_s * random.uniform(0.5, 1.5), self.interval_s)
+        last, self._last = self._last, now
+        if self._first is None:
+            self._first = now
+        weight = 1.0 if last is None else (now - last) / self.interval_s
+        if frame is not None and frame.f_back is not None and self._at_entry(frame) and _is_runner(frame.f_back.f_code):
+            # A callback a C loop (uvloop) calls, not yet begun: the alarm came while the loop was
+            # in C (waiting, or its own work), and the callback is where Python next ran. py-spy
+            # shows the runner then too.
+            frame = frame.f_back
+        key = []
+        while frame is not None:
+            key.append((frame.f_code, frame.f_lineno or frame.f_code.co_firstlineno))
+            frame = frame.f_back
+        stack = tuple(key)
+        self.stacks[stack] = self.stacks.get(stack, 0.0) + weight
+        self.looks += 1
+
+    def _at_entry(self, frame: FrameType) -> bool:
+        code = frame.f_code
+        entry = self._entries.get(code)
+        if entry is None:
+            resume = (i.offset for i in dis.get_instructions(code) if i.opname == "RESUME")
+            entry = self._entries[code] = next(resume, 0)
+        return frame.f_lasti <= entry
+
+    def snapshot(self) -> dict[str, Any]:
+        """The stacks in py-spy's raw (folded) form, outermost frame first, each ``function
+        (file:line)``; counts in samples at ``hz`` (the weights, rounded)."""
+        folded: dict[str, float] = {}
+        for stack, weight in list(self.stacks.items()):
+            text = ";".join(f"{code.co_qualname} ({code.co_filename}:{line})" for code, line in reversed(stack))
+            folded[text] = folded.get(text, 0.0) + weight
+        span = (self._last - self._first) if self._first is not None and self._last is not None else 0.0
+        return {
+            "pid": os.getpid(),
+            "native_tid": self.native_tid,
+            "thread_name": self.thread_name,
+            "hz": round(1.0 / self.interval_s, 1),
+            "looks": self.looks,
+            "seconds": round(span, 3),
+            "unavailable": self.unavailable,
+            "stacks": [[text, max(1, round(w))] for text, w in sorted(folded.items(), key=lambda kv: -kv[1])],
         }
 
 
@@ -746,10 +865,12 @@ class _GaugeCollector(Collector):
 class Instrumentation:
     """Everything loadlab watches inside one server process. Start it on the event loop."""
 
-    def __init__(self, stall_ms: float = DEFAULT_STALL_MS, sample_hz: float = 0.0) -> None:
+    def __init__(self, stall_ms: float = DEFAULT_STALL_MS, sample_hz: float = 0.0, stacks_hz: float = 0.0) -> None:
         self.stall_ms = stall_ms
         self.sample_hz = sample_hz
+        self.stacks_hz = stacks_hz
         self.sampler: LoopSampler | None = None
+        self.stacks: LoopStacks | None = None
         self.probe = LoopLagProbe()
         self.threadpool = ThreadpoolGauge()
         self.inflight = InflightTracker()
@@ -811,8 +932,13 @@ class Instrumentation:
                 self.sampler = None
             else:
                 self.sampler.start()
+        if self.stacks_hz > 0:
+            self.stacks = LoopStacks(self.stacks_hz)
+            self.stacks.start()
 
     async def stop(self) -> None:
+        if self.stacks is not None:
+            self.stacks.stop()
         if self.watchdog is not None:
             self.watchdog.stop()
         if self.sampler is not None:
@@ -1136,7 +1262,9 @@ class InstrumentedApp:
     def __init__(self, app: ASGIApp, stall_ms: float = DEFAULT_STALL_MS, prefix: str = "") -> None:
         self.app = app
         self.prefix = prefix.rstrip("/")
-        self.instrumentation = Instrumentation(stall_ms=stall_ms, sample_hz=loop_sample_hz())
+        self.instrumentation = Instrumentation(
+            stall_ms=stall_ms, sample_hz=loop_sample_hz(), stacks_hz=loop_sample_hz(LOOP_STACKS_ENV)
+        )
         self.debug_allow = parse_debug_allow(os.environ.get(DEBUG_ALLOW_ENV))
         self._routes: dict[str, Callable[[Scope], DebugResponse]] = {
             f"{self.prefix}/metrics": self._metrics,
@@ -1144,6 +1272,7 @@ class InstrumentedApp:
             f"{self.prefix}/debug/stalls": self._debug_stalls,
             f"{self.prefix}/debug/routes": self._debug_routes,
             f"{self.prefix}/debug/samples": self._debug_samples,
+            f"{self.prefix}/debug/stacks": self._debug_stacks,
         }
 
     def _metrics(self, scope: Scope) -> DebugResponse:
@@ -1173,6 +1302,10 @@ class InstrumentedApp:
     def _debug_samples(self, scope: Scope) -> DebugResponse:
         sampler = self.instrumentation.sampler
         return _json(sampler.snapshot() if sampler else {"hz": 0, "ticks": 0, "outside_app": 0, "samples": []})
+
+    def _debug_stacks(self, scope: Scope) -> DebugResponse:
+        stacks = self.instrumentation.stacks
+        return _json(stacks.snapshot() if stacks else {"pid": os.getpid(), "hz": 0, "stacks": []})
 
     def _debug_stalls(self, scope: Scope) -> DebugResponse:
         watchdog = self.instrumentation.watchdog
@@ -1228,15 +1361,16 @@ class InstrumentedApp:
         return wrapped
 
 
-def loop_sample_hz() -> float:
-    """``LOADLAB_LOOP_SAMPLE_HZ``: how often the loop sampler runs (0, the default: it does not)."""
-    raw = os.environ.get(LOOP_SAMPLE_ENV, "").strip()
+def loop_sample_hz(variable: str = LOOP_SAMPLE_ENV) -> float:
+    """``LOADLAB_LOOP_SAMPLE_HZ``: how often the loop sampler runs (0, the default: it does not);
+    ``LOADLAB_LOOP_STACKS_HZ`` the same for :class:`LoopStacks`."""
+    raw = os.environ.get(variable, "").strip()
     try:
         hz = float(raw) if raw else 0.0
     except ValueError:
         hz = math.nan
     if not (math.isfinite(hz) and 0 <= hz <= 400):
-        raise ValueError(f"{LOOP_SAMPLE_ENV} must be a number of samples per second from 0 to 400; got {raw!r}")
+        raise ValueError(f"{variable} must be a number of samples per second from 0 to 400; got {raw!r}")
     return hz
 
 

@@ -204,6 +204,11 @@ def loop_samples(debug: str | None, processes: int = 1) -> dict[int, dict[str, A
     return per_process(debug, "samples", processes)
 
 
+def loop_stacks(debug: str | None, processes: int = 1) -> dict[int, dict[str, Any]] | None:
+    """Each server process's loop stacks from its sampler (``/debug/stacks``), by PID."""
+    return per_process(debug, "stacks", processes)
+
+
 def all_stalls(debug: str | None, processes: int = 1) -> list[dict[str, Any]] | None:
     """The stalls every server process recorded, newest first (None without an answer)."""
     by_pid = per_process(debug, "stalls", processes)

@@ -12,6 +12,18 @@ an exact stack) at a tenth of the rate. At the end, :meth:`ChildRecorders.merge_
 and a child's counts are multiplied by the rate ratio, so a count still means "this many of the
 main recorder's samples" and shares across processes stay comparable.
 
+The loop itself is not py-spy's to sample when the app runs loadlab's instrumentation (the
+default): a pausing py-spy stops *every* thread of the server for each sample while it reads all
+their frames, and that pause — not py-spy's CPU — is most of what profiling cost (up to a quarter of
+the throughput with AnyIO's 40 threads busy). The app's loop sampler (``loadlab.instrument``)
+already looks at the loop thread ``--rate`` times a second holding the GIL, which stops the loop
+exactly where it let go of the GIL; it keeps the loop's whole stack at each look
+(``/debug/stacks``). So py-spy records the server's process at a fifth of the rate without pausing
+it (the threadpool view and the other threads need counts, not exactness), and at the end
+:meth:`ChildRecorders.merge_into` puts the sampler's loop stacks in place of py-spy's own samples of
+the loop thread. :func:`loop_by_sampler` says when: not with ``--native`` (C frames need py-spy's
+pause), not without instrumentation.
+
 Attaching by PID needs ptrace rights on processes the recorder did not start: root, or Yama's
 ``ptrace_scope`` 0. Elsewhere :func:`can_split` is False and the harness records the old way.
 """
@@ -33,6 +45,8 @@ import psutil
 from loadlab.processes import PYSPY_STOP_LADDER, ManagedProcess, pyspy_argv
 
 CHILD_RATE_DIVISOR = 10  # children are sampled at a tenth of the loop's rate
+PROCESS_RATE_DIVISOR = 5  # with the loop sampled by the app: py-spy on the server at a fifth of it
+LOOP_SAMPLER_MAX_HZ = 400  # the app's loop sampler's own bound (LOADLAB_LOOP_SAMPLE_HZ)
 POLL_S = 0.5
 MIN_AGE_S = 0.5  # a child younger than this may not have its interpreter up yet
 
@@ -51,6 +65,27 @@ def split_recording(*, server: str, workers: int, attach: bool) -> bool:
     """Whether a server is recorded the split way: one uvicorn process whose loop is its own (with
     ``--workers N`` or gunicorn the loops are children, recorded with ``--subprocesses``)."""
     return server == "uvicorn" and workers == 1 and not attach and can_split()
+
+
+def loop_by_sampler(*, split: bool, instrument: bool, native: bool) -> bool:
+    """Whether the loop's stacks come from the app's own loop sampler (exact, at ``--rate``) and
+    py-spy records the rest of the server without pausing it, at a fifth of the rate."""
+    return split and instrument and not native
+
+
+def process_rate(main_rate: int) -> int:
+    return max(1, round(main_rate / PROCESS_RATE_DIVISOR))
+
+
+def stacks_between(before: dict[str, Any] | None, now: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The app's loop stacks (``/debug/stacks``) recorded between two snapshots: one test's share
+    of a session's (``loadlab ui``)."""
+    if not now or not before or before.get("pid") != now.get("pid"):
+        return now
+    earlier = {text: count for text, count in before.get("stacks") or []}
+    stacks = [[text, count - earlier.get(text, 0)] for text, count in now.get("stacks") or []]
+    seconds = float(now.get("seconds") or 0) - float(before.get("seconds") or 0)
+    return {**now, "stacks": [s for s in stacks if s[1] > 0], "seconds": round(max(0.0, seconds), 3)}
 
 
 def median_cpu(timeseries: list[dict[str, Any]], key: str) -> float | None:
@@ -93,9 +128,13 @@ class ChildRecorders:
     """One ``py-spy record --pid`` per Python child of the server, started as the children appear."""
 
     main_output: Path
-    main_rate: int
+    main_rate: int  # the rate every count is expressed in once merged: the loop's
     log_path: Path
     native: bool = False
+    # With the loop sampled by the app: the rate the main py-spy recorded the server's process at,
+    # and (set before the server stops) the sampler's stacks_snapshot() to put in place of its loop.
+    process_rate: int | None = None
+    loop_stacks: dict[str, Any] | None = None
     children: dict[int, _Child] = field(default_factory=dict)
     server: tuple[int, str] | None = None  # pid, command line
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -177,15 +216,58 @@ class ChildRecorders:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    def _loop_in_place(self, main: list[str], summary: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """py-spy's lines of the server's process scaled to the loop's rate, its loop thread's left
+        out when the app's sampler has the loop's stacks; and the sampler's lines, in py-spy's form."""
+        assert self.process_rate is not None
+        snap = self.loop_stacks or {}
+        hz = float(snap.get("hz") or 0)
+        ours = hz > 0 and bool(snap.get("stacks")) and snap.get("native_tid") is not None
+        loop_thread = f"thread ({snap.get('native_tid')})"
+        factor = self.main_rate / self.process_rate
+        kept = []
+        for line in main:
+            body, _, count = line.rpartition(" ")
+            if not body or not count.isdigit():
+                continue
+            if ours and (body.startswith(loop_thread + ";") or body.startswith(loop_thread + ":")):
+                continue
+            kept.append(f"{body} {max(1, round(int(count) * factor))}")
+        if not ours:
+            summary["loop"] = "py-spy"
+            why = snap.get("unavailable") or "LOADLAB_LOOP_STACKS_HZ=0, or it did not answer"
+            summary["loop_note"] = (
+                f"the app's loop sampler gave no stacks ({why}); the loop is py-spy's, non-blocking at "
+                f"{self.process_rate} Hz"
+            )
+            return kept, []
+        thread = f"{loop_thread}: {snap.get('thread_name')}" if snap.get("thread_name") else loop_thread
+        scale = self.main_rate / hz
+        loop = [f"{thread};{text} {max(1, round(int(count) * scale))}" for text, count in snap["stacks"]]
+        summary.update(loop="sampler", loop_rate=hz, loop_seconds=snap.get("seconds"))
+        return kept, loop
+
     def merge_into(self, output: Path) -> dict[str, Any]:
         """Rewrite ``output`` (the main recorder's, server only) with process prefixes and append
         each child's samples, scaled to the main rate. Returns what ``run.json`` keeps of it."""
         factor = self.main_rate / self.rate
-        summary: dict[str, Any] = {"mode": "split", "rate": self.main_rate, "children_rate": self.rate, "children": []}
+        summary: dict[str, Any] = {
+            "mode": "split",
+            "rate": self.process_rate or self.main_rate,
+            "children_rate": self.rate,
+            "children": [],
+        }
+        if self.process_rate is not None:
+            summary["nonblocking"] = True
         if self.server is None or not output.exists():
             return summary
         prefix = process_frame(*self.server)
-        lines = [f"{prefix};{line}" for line in output.read_text().splitlines() if line.strip()]
+        main = output.read_text().splitlines()
+        if self.process_rate is not None:
+            main, loop = self._loop_in_place(main, summary)
+        else:
+            loop = []
+        lines = [f"{prefix};{line}" for line in main + loop if line.strip()]
         for child in self.children.values():
             samples = 0
             with contextlib.suppress(OSError):

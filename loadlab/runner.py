@@ -30,7 +30,7 @@ from loadlab.analysis.attribution import analyse_profile
 from loadlab.analysis.health import STATUS_OF, assess, pyspy_warnings
 from loadlab.analysis.stacks import Profile, ProfileFormatError, read_raw
 from loadlab.config import ProfileConfig, is_loopback, loadlab_env, run_secrets
-from loadlab.instrument import LOOP_SAMPLE_ENV
+from loadlab.instrument import LOOP_SAMPLE_ENV, LOOP_STACKS_ENV
 from loadlab.measure import (
     ProcessMeter,
     all_stalls,
@@ -38,6 +38,7 @@ from loadlab.measure import (
     idle_cpu,
     live_stats,
     loop_samples,
+    loop_stacks,
     probe_service_times,
     samples_between,
     wait_quiet,
@@ -57,7 +58,14 @@ from loadlab.processes import (
     wait_ready,
 )
 from loadlab.progress import Progress
-from loadlab.recording import ChildRecorders, median_cpu, split_recording
+from loadlab.recording import (
+    LOOP_SAMPLER_MAX_HZ,
+    ChildRecorders,
+    loop_by_sampler,
+    median_cpu,
+    process_rate,
+    split_recording,
+)
 from loadlab.redact import redact_url, scrub_folder
 from loadlab.report import render_run, write_comparison
 from loadlab.results import (
@@ -362,6 +370,12 @@ def _stop_server(run: Run, cfg: ProfileConfig, target: Target, progress: Progres
     server = target.server
     if server is None:
         return
+    recorders = server.children
+    if recorders is not None and recorders.process_rate is not None and target.debug_prefix is not None:
+        # The loop's stacks, from the app's sampler while the app still runs (py-spy's own samples
+        # of the loop are replaced by them when the profile is merged).
+        stacks = loop_stacks(f"{target.base}{target.debug_prefix}/debug")
+        recorders.loop_stacks = next(iter(stacks.values())) if stacks else None
     with run.phase(
         "stopping", progress, "stopping the server" + (" (py-spy writes the profile)" if cfg.profile else "")
     ):
@@ -424,25 +438,46 @@ def _start_server(
     server_argv, server_env = _server_command(cfg, port)
     env.update(server_env)
     env.setdefault("LOADLAB_STALL_MS", str(PROFILE_STALL_MS))
+    # One uvicorn process: py-spy samples it alone, and its children (a process pool) get their own,
+    # slower, non-pausing recorders; the loops of --workers N and gunicorn's workers are children,
+    # so those are recorded with --subprocesses as before. With the app instrumented, its loop
+    # sampler has the loop's exact stacks, and py-spy records the rest without pausing the server
+    # (loadlab.recording).
+    split = cfg.profile and split_recording(server=cfg.server, workers=cfg.workers, attach=bool(cfg.expect_workers))
+    sampled = loop_by_sampler(split=split, instrument=cfg.instrument, native=cfg.native)
+    spy_rate = process_rate(cfg.rate) if sampled else cfg.rate
     if cfg.profile:
         env.setdefault(LOOP_SAMPLE_ENV, str(LOOP_SAMPLE_HZ))
-    # One uvicorn process: py-spy samples it alone, and its children (a process pool) get their own,
-    # slower, non-pausing recorders (loadlab.recording); the loops of --workers N and gunicorn's
-    # workers are children, so those are recorded with --subprocesses as before.
-    split = cfg.profile and split_recording(server=cfg.server, workers=cfg.workers, attach=bool(cfg.expect_workers))
+    if sampled:
+        env.setdefault(LOOP_STACKS_ENV, str(min(cfg.rate, LOOP_SAMPLER_MAX_HZ)))
     profiler = (
         pyspy_argv(
-            run.dir / RAW_PROFILE, rate=cfg.rate, native=cfg.native, nonblocking=cfg.nonblocking, subprocesses=not split
-        )
+            run.dir / RAW_PROFILE,
+            rate=spy_rate,
+            native=cfg.native,
+            nonblocking=cfg.nonblocking or sampled,
+            subprocesses=not split,
+        )  # fmt: skip
         if cfg.profile
         else None
     )
     recorders = (
-        ChildRecorders(run.dir / RAW_PROFILE, cfg.rate, run.dir / "py-spy-children.log", native=cfg.native)
+        ChildRecorders(
+            run.dir / RAW_PROFILE,
+            cfg.rate,
+            run.dir / "py-spy-children.log",
+            native=cfg.native,
+            process_rate=spy_rate if sampled else None,
+        )  # fmt: skip
         if split
         else None
     )
-    what = f"py-spy at {cfg.rate} Hz{' with --native' if cfg.native else ''}" if cfg.profile else "no profiler"
+    if not cfg.profile:
+        what = "no profiler"
+    elif sampled:
+        what = f"the loop sampled in the app at {cfg.rate} Hz, py-spy at {spy_rate} Hz without pausing it"
+    else:
+        what = f"py-spy at {cfg.rate} Hz{' with --native' if cfg.native else ''}"
     with run.phase("server", progress, f"starting {cfg.app} on {base} ({what})"):
         # Workers started elsewhere may take a while to come: py-spy then attaches when the load
         # begins, so the wait is not in the profile.

@@ -1,19 +1,33 @@
-"""How the harness records (issue 18): the server's own process by py-spy at the loop's rate, and
-each child process by its own slower, non-pausing recorder, only when there are children."""
+"""How the harness records (issue 18): the loop's stacks by the app's own signal-driven sampler,
+the rest of the server's process by a slower, non-pausing py-spy, and each child process by its
+own recorder, only when there are children."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
 from loadlab.analysis.stacks import Role, parse_raw
-from loadlab.processes import ManagedProcess, pyspy_argv, pyspy_binary
-from loadlab.recording import ChildRecorders, _Child, child_rate, process_frame, split_recording
+from loadlab.instrument import LOOP_STACKS_ENV, LoopStacks
+from loadlab.processes import ManagedProcess, ProfiledServer, free_port, pyspy_argv, pyspy_binary, wait_ready
+from loadlab.recording import (
+    ChildRecorders,
+    _Child,
+    child_rate,
+    loop_by_sampler,
+    process_frame,
+    process_rate,
+    split_recording,
+)
 from tests.helpers import assert_all_stopped, loadlab, run_json
 
 needs_pyspy = pytest.mark.skipif(pyspy_binary() is None, reason="py-spy is not installed")
@@ -52,6 +66,106 @@ def test_merge_prefixes_the_server_and_scales_a_childs_counts(tmp_path: Path) ->
     profile = parse_raw(lines)
     child = next(t for t in profile.threads.values() if t.key.pid == 12)
     assert child.parent_pid == 11 and child.samples == 70
+
+
+def _loop_recorders(tmp_path: Path, stacks: dict[str, object] | None) -> tuple[ChildRecorders, Path]:
+    main = tmp_path / "profile.raw.txt"
+    main.write_text(
+        "thread (11): MainThread;run (loop.py:1);serve (app.py:3) 4\n"  # py-spy's own look at the loop
+        "thread (12): AnyIO worker 0;work (app.py:9) 3\n"
+    )
+    rec = ChildRecorders(main, 100, tmp_path / "log", process_rate=process_rate(100))
+    rec.server = (11, "python -m uvicorn app:app")
+    rec.loop_stacks = stacks
+    return rec, main
+
+
+def test_the_apps_loop_stacks_replace_pyspys_samples_of_the_loop(tmp_path: Path) -> None:
+    stacks = {
+        "native_tid": 11, "thread_name": "MainThread", "hz": 200.0, "seconds": 0.5,
+        "stacks": [["run (loop.py:1);serve (app.py:3)", 38], ["run (loop.py:1);select (selectors.py:5)", 60]],
+    }  # fmt: skip
+    rec, main = _loop_recorders(tmp_path, stacks)
+    summary = rec.merge_into(main)
+    prefix = 'process 11:"python -m uvicorn app:app"'
+    assert main.read_text().splitlines() == [
+        f"{prefix};thread (12): AnyIO worker 0;work (app.py:9) 15",  # 3 samples at 20 Hz are 15 at 100 Hz
+        f"{prefix};thread (11): MainThread;run (loop.py:1);serve (app.py:3) 19",  # 38 at 200 Hz
+        f"{prefix};thread (11): MainThread;run (loop.py:1);select (selectors.py:5) 30",
+    ]
+    assert summary["loop"] == "sampler" and summary["rate"] == 20 and summary["loop_rate"] == 200.0
+    assert summary["nonblocking"] is True
+
+
+def test_without_the_apps_stacks_pyspys_loop_is_kept_and_said(tmp_path: Path) -> None:
+    rec, main = _loop_recorders(tmp_path, {"hz": 0, "stacks": []})  # LOADLAB_LOOP_STACKS_HZ=0, or no answer
+    summary = rec.merge_into(main)
+    assert "thread (11): MainThread;run (loop.py:1);serve (app.py:3) 20" in main.read_text()
+    assert summary["loop"] == "py-spy" and "did not answer" in summary["loop_note"]
+    assert loop_by_sampler(split=True, instrument=True, native=False)
+    assert not loop_by_sampler(split=True, instrument=True, native=True)  # C frames need py-spy's pause
+    assert not loop_by_sampler(split=True, instrument=False, native=False)  # no sampler in the app
+    assert not loop_by_sampler(split=False, instrument=True, native=False)  # workers: their loops are children
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _nap(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _c_holding_the_gil(seconds: float) -> None:
+    # C calls that keep the GIL for milliseconds (a regex that backtracks): Python runs no
+    # bytecode, and so no signal handler, until each returns.
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        re.fullmatch(r"(a|aa)*b", "a" * 22)
+
+
+def _shares(snapshot: dict[str, object]) -> dict[str, float]:
+    total = 0.0
+    by: dict[str, float] = {}
+    for text, count in snapshot["stacks"]:  # type: ignore[attr-defined]
+        total += count
+        for name in ("_spin", "_nap", "_c_holding_the_gil"):
+            if f";{name} (" in text:
+                by[name] = by.get(name, 0.0) + count
+    return {k: v / total for k, v in by.items()}
+
+
+@pytest.mark.timeout(60, method="thread")  # pytest-timeout's signal method would own SIGALRM
+def test_loop_stacks_see_the_main_thread_where_it_is() -> None:
+    stacks = LoopStacks(200)
+    assert stacks.start(), stacks.unavailable
+    try:
+        for _ in range(3):
+            _spin(0.1)
+            _nap(0.1)
+            _c_holding_the_gil(0.1)
+    finally:
+        stacks.stop()
+    assert signal.getsignal(signal.SIGALRM) == signal.SIG_DFL  # given back
+    snap = stacks.snapshot()
+    shares = _shares(snap)
+    # A third each: computing, sleeping, and C code the handler waits for (its look counts the wait).
+    for name in ("_spin", "_nap", "_c_holding_the_gil"):
+        assert 0.2 < shares.get(name, 0.0) < 0.47, (name, shares, snap["looks"])
+    assert 0.8 < sum(c for _, c in snap["stacks"]) / (snap["seconds"] * 200) < 1.25  # type: ignore[attr-defined,operator]
+
+
+@pytest.mark.timeout(60, method="thread")
+def test_loop_stacks_leave_an_apps_own_alarm_alone() -> None:
+    previous = signal.signal(signal.SIGALRM, lambda *_: None)
+    try:
+        stacks = LoopStacks(100)
+        assert not stacks.start() and "SIGALRM" in (stacks.unavailable or "")
+        assert stacks.snapshot()["stacks"] == []
+    finally:
+        signal.signal(signal.SIGALRM, previous)
 
 
 PARENT = textwrap.dedent(
@@ -154,3 +268,84 @@ def test_a_process_pools_workers_are_recorded_apart_and_still_analysed(tmp_path:
     assert crunching and crunching <= pool, (crunching, pool)  # the work is seen where it ran
     assert_all_stopped(data["pids"])
     assert any(k.startswith("profiler_of_child_") for k in data["pids"])
+
+
+AGREEING_APP = textwrap.dedent(
+    """
+    import re, time
+    from fastapi import FastAPI
+    from loadlab.instrument import instrument
+
+    api = FastAPI()
+
+    def spin(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    def regex(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            re.fullmatch(r"(a|aa)*b", "a" * 22)  # C that keeps the GIL for a few ms
+
+    @api.get("/spin")
+    async def spin_route():
+        spin(0.004)
+
+    @api.get("/nap")
+    async def nap_route():
+        time.sleep(0.004)
+
+    @api.get("/regex")
+    async def regex_route():
+        regex(0.004)
+
+    app = instrument(api)
+    """
+)
+
+
+def _loop_shares(lines: list[str], names: tuple[str, ...]) -> dict[str, float]:
+    counts = dict.fromkeys(names, 0)
+    total = 0
+    for line in lines:
+        body, _, count = line.rpartition(" ")
+        total += int(count)
+        leaf_side = body.split(";")
+        for name in names:
+            if any(f.startswith(f"{name} (") for f in leaf_side):
+                counts[name] += int(count)
+    return {k: v / total for k, v in counts.items()}
+
+
+@needs_pyspy
+@pytest.mark.live
+def test_the_apps_loop_stacks_agree_with_a_pausing_pyspy(tmp_path: Path) -> None:
+    """The same server, recorded at once by py-spy pausing it (the exact way, and the default
+    before) and by the app's sampler: the loop's time per function agrees."""
+    (tmp_path / "agreeing.py").write_text(AGREEING_APP)
+    port = free_port()
+    out = tmp_path / "spy.raw.txt"
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{Path(__file__).resolve().parents[1]}")
+    env[LOOP_STACKS_ENV] = "100"
+    server_argv = [sys.executable, "-m", "uvicorn", "agreeing:app", "--port", str(port), "--no-access-log"]
+    base = f"http://127.0.0.1:{port}"
+    with ProfiledServer(
+        server_argv, profiler_argv=pyspy_argv(out, rate=100, subprocesses=False), env=env, log_path=tmp_path / "s.log"
+    ) as server:
+        wait_ready(server.process, base + "/nap", timeout=30)
+        with httpx.Client(base_url=base, timeout=10) as client:
+            end = time.monotonic() + 4.0
+            while time.monotonic() < end:  # bounded by time; one request at a time, each route in turn
+                for path in ("/spin", "/nap", "/regex"):
+                    client.get(path).raise_for_status()
+            stacks = client.get("/debug/stacks").json()
+        pid = server.server_pid()
+    names = ("spin", "nap_route", "regex")
+    ours = _loop_shares([f"{text} {count}" for text, count in stacks["stacks"]], names)
+    spy_lines = [ln for ln in out.read_text().splitlines() if ln.startswith(f"thread ({pid})")]
+    theirs = _loop_shares(spy_lines, names)
+    assert stacks["looks"] > 300, stacks["looks"]
+    for name in names:  # each about a quarter of the loop's time (the rest: parked, and the framework)
+        assert theirs[name] > 0.1, (name, theirs)
+        assert abs(ours[name] - theirs[name]) < 0.25 * theirs[name] + 0.03, (name, ours, theirs)

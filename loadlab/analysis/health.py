@@ -149,6 +149,15 @@ def assess(run: dict[str, Any]) -> dict[str, Any]:
                 "the profile misses those moments; lower --rate.",
             }
         )
+    loop_note = (run.get("profiler") or {}).get("loop_note")
+    if loop_note:
+        problems.append(
+            {
+                "level": "doubtful",
+                "text": f"The loop's profile is not exact: {loop_note}, which misses much of what a busy "
+                "loop does. Pass --native for py-spy's exact, pausing recording.",
+            }
+        )
     if config.get("profile") and not config.get("target_host") and run.get("profile_error"):
         problems.append({"level": "doubtful", "text": f"No profile: {run['profile_error']}."})
     order = {"failed": 0, "doubtful": 1}

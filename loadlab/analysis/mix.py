@@ -85,6 +85,8 @@ def _sample_hz(run: dict[str, Any], analysis: dict[str, Any]) -> float:
     wall = sum(float(timings.get(p) or 0) for p in PROFILED_PHASES)
     loops = [t for t in analysis.get("threads", []) if t.get("role") == "event loop"]
     asked = float((run.get("config") or {}).get("rate") or 100)
+    if (run.get("profiler") or {}).get("loop") == "sampler":
+        return asked  # the app's sampler weighs each look by the time it stands for: counts are at --rate
     if wall <= 0 or not loops:
         return asked
     achieved = sum(int(t["samples"]) for t in loops) / len(loops) / wall

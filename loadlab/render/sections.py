@@ -233,10 +233,17 @@ def _meta(run: dict[str, Any]) -> str:
     cfg = run.get("config", {})
     status = run.get("status", "?") + (f" — {run['reason']}" if run.get("reason") else "")
     tags = f" -T {' '.join(cfg['tags'])}" if cfg.get("tags") else ""
-    profiler = f"py-spy {cfg.get('rate')} Hz" if cfg.get("profile") else "no profiler"
-    spy_cpu = (run.get("profiler") or {}).get("cpu_percent")
+    recorded = run.get("profiler") or {}
+    if not cfg.get("profile"):
+        profiler = "no profiler"
+    elif recorded.get("loop") == "sampler":
+        loop_hz = recorded.get("loop_rate") or 0
+        profiler = f"the loop sampled in the app at {loop_hz:g} Hz, py-spy {recorded.get('rate')} Hz"
+    else:
+        profiler = f"py-spy {recorded.get('rate') or cfg.get('rate')} Hz"
+    spy_cpu = recorded.get("cpu_percent")
     if spy_cpu is not None:
-        profiler += f" (which used {spy_cpu:.0f}% of a core)"
+        profiler += f" (py-spy used {spy_cpu:.0f}% of a core)"
     return (
         f"{cfg.get('app')} · {cfg.get('locustfile')}{tags} · {cfg.get('users')} users · {cfg.get('duration')} s"
         f" · {profiler} · status: {status} · {run.get('started_at', '')}"
