@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 
 from loadlab.config import DEMO_APP
-from loadlab.instrument import LOOP_SAMPLE_ENV, LOOP_STACKS_ENV
+from loadlab.instrument import LOOP_SAMPLE_ENV
 from loadlab.processes import (
     LOCUST_OUTPUTS,
     LOOPBACK,
@@ -32,11 +32,10 @@ from loadlab.processes import (
     ProfiledServer,
     free_port,
     locust_argv,
-    pyspy_argv,
     uvicorn_argv,
     wait_ready,
 )
-from loadlab.recording import ChildRecorders, loop_by_sampler, process_rate, split_recording
+from loadlab.recording import ChildRecorders, Recording, loop_by_sampler, split_recording
 from loadlab.results import read_locust_stats
 from loadlab.runner import LOOP_SAMPLE_HZ
 
@@ -120,21 +119,14 @@ def server(
         core = pin.generator if profiler.on_generator_core else pin.server
         split = profiler.split and split_recording(server="uvicorn", workers=1, attach=False)
         sampled = profiler.loop_sampler and loop_by_sampler(split=split, instrument=True, native=profiler.native)
+        plan = Recording(profiler.rate, split, sampled, profiler.native, profiler.nonblocking)
         child_env[LOOP_SAMPLE_ENV] = str(LOOP_SAMPLE_HZ)
-        if sampled:
-            child_env[LOOP_STACKS_ENV] = str(profiler.rate)
-        spy_rate = process_rate(profiler.rate) if sampled else profiler.rate
+        child_env.update(plan.app_env())
         raw = work_dir / f"profile-{port}.raw.txt"
         if profiler.pyspy:
-            profiler_argv = pin.prefix(core) + pyspy_argv(
-                raw, rate=spy_rate, native=profiler.native, nonblocking=profiler.nonblocking or sampled,
-                subprocesses=not split,
-            )  # fmt: skip
-        if split and profiler.children and profiler.pyspy:
-            recorders = ChildRecorders(
-                raw, profiler.rate, work_dir / f"py-spy-children-{port}.log", native=profiler.native,
-                process_rate=spy_rate if sampled else None,
-            )  # fmt: skip
+            profiler_argv = pin.prefix(core) + plan.pyspy_argv(raw)
+            if profiler.children:
+                recorders = plan.child_recorders(raw, work_dir / f"py-spy-children-{port}.log")
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), child_env.get("PYTHONPATH")]))
     with ProfiledServer(
         server_argv,

@@ -216,12 +216,16 @@ def render(result: dict[str, Any]) -> str:
         out += [
             "",
             f"The demo app, idle, as `loadlab profile` serves it ({row['threads']} threads, "
-            f"{row['children']} child processes), 100 Hz:",
+            f"{row['children']} child processes):",
             "",
-            "| recording | py-spy CPU (% of a core) |",
-            "|---|---|",
+            "| recording | py-spy CPU (% of a core) | the app's loop-stack sampler | total |",
+            "|---|---|---|---|",
         ]
-        out += [f"| {r['label']} | {r['spy_cpu_share']:.1%} |" for r in result["demo_idle"]]
+        for r in result["demo_idle"]:
+            app = r.get("app_sampler_cpu_share")
+            total = r["spy_cpu_share"] + (app or 0.0)
+            app_text = f"{app:.1%}" if app is not None else "—"
+            out.append(f"| {r['label']} | {r['spy_cpu_share']:.1%} | {app_text} | {total:.1%} |")
         out.append("")
     if result.get("child_us_per_sample") is not None:
         out.append(
@@ -230,58 +234,79 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-# The demo app, idle, as `loadlab profile` serves it: what each way of recording costs py-spy.
-DEMO_SETTINGS: dict[str, tuple[tuple[str, ...], bool]] = {
-    "--idle --threads --subprocesses (the old default)": ((*BASE, "--subprocesses"), False),
-    "--idle --threads, the server's process only": (BASE, False),
-    "the default: the server's process, its children by their own recorders": (BASE, True),
-    "the same, --nonblocking": ((*BASE, "--nonblocking"), True),
-}
+# The demo app, idle, as `loadlab profile` serves it: what each way of recording costs.
+# label -> (py-spy's flags, children by their own recorders, py-spy's rate, the loop by the app's sampler)
+DEMO_SETTINGS: dict[str, tuple[tuple[str, ...], bool, int, bool]] = {
+    "--idle --threads --subprocesses, 100 Hz (before issue 18)": ((*BASE, "--subprocesses"), False, 100, False),
+    "--idle --threads, the server's process only, 100 Hz": (BASE, False, 100, False),
+    "the server's process at 100 Hz, children by their own recorders (the default before)": (BASE, True, 100, False),
+    "the default: the loop by the app's sampler at 100 Hz, py-spy 20 Hz --nonblocking, children by their own": (
+        (*BASE, "--nonblocking"), True, 20, True,
+    ),
+}  # fmt: skip
+
+
+def _window_cpu(procs: list[psutil.Process], window: float) -> float:
+    """The processes' CPU over ``window`` seconds, as a share of one core."""
+    t0, cpu0 = time.monotonic(), sum(_cpu(p) for p in procs)
+    time.sleep(window)
+    t1, cpu1 = time.monotonic(), sum(_cpu(p) for p in procs)
+    return (cpu1 - cpu0) / (t1 - t0)
 
 
 def demo_idle(*, window: float, rounds: int, work: Path) -> list[dict[str, Any]]:
-    """py-spy's CPU on the idle demo server (threads, process-pool children) per way of recording."""
+    """What recording costs on the idle demo server, per way of recording: py-spy's CPU, and for the
+    default the app's own loop-stack sampler too (the server's CPU over the same server without it)."""
     from benchmarks._measure import INSTRUMENTED_APP, Pinning, server
-    from loadlab.instrument import LOOP_SAMPLE_ENV
+    from loadlab.instrument import LOOP_SAMPLE_ENV, LOOP_STACKS_ENV
     from loadlab.runner import LOOP_SAMPLE_HZ, PROFILE_STALL_MS
 
     spy = pyspy_binary() or "py-spy"
     env = {LOOP_SAMPLE_ENV: str(LOOP_SAMPLE_HZ), "LOADLAB_STALL_MS": str(PROFILE_STALL_MS)}
     rows = []
-    with server(INSTRUMENTED_APP, Pinning(None, None, "not pinned"), work, env=env) as s:
+    pin = Pinning(None, None, "not pinned")
+    with (
+        server(INSTRUMENTED_APP, pin, work, env=env) as plain,
+        server(INSTRUMENTED_APP, pin, work, env={**env, LOOP_STACKS_ENV: "100"}) as stacked,
+    ):
         time.sleep(2.0)
-        tree = psutil.Process(s.server_pid)
+        tree = psutil.Process(plain.server_pid)
         threads = tree.num_threads()
         children = len(tree.children(recursive=True))
-        for label, (flags, split) in DEMO_SETTINGS.items():
+        # The loop-stack sampler's own cost: the same idle server with and without it.
+        app_cost = statistics.median(
+            _window_cpu([psutil.Process(stacked.server_pid)], window) - _window_cpu([tree], window)
+            for _ in range(rounds)
+        )
+        for label, (flags, split, rate, by_app) in DEMO_SETTINGS.items():
+            s = stacked if by_app else plain
             shares = []
             for _ in range(rounds):
                 out = work / f"demo-{time.monotonic_ns()}.raw.txt"
-                argv = [spy, "record", "--rate", "100", *flags, "--format", "raw", "--output", str(out)]
+                argv = [spy, "record", "--rate", str(rate), *flags, "--format", "raw", "--output", str(out)]
                 recorders = ChildRecorders(out, 100, work / "children.log") if split else None
                 with ManagedProcess(
                     [*argv, "--pid", str(s.server_pid)], name="py-spy", log_path=work / "py-spy.log"
                 ) as main:
                     if recorders is not None:
-                        recorders.watch(lambda: s.server_pid)
+                        recorders.watch(lambda s=s: s.server_pid)
                     time.sleep(1.5)  # attached, children found, symbols read
                     procs = [psutil.Process(p) for p in [main.pid, *(recorders.pids if recorders else [])]]
-                    t0, cpu0 = time.monotonic(), sum(_cpu(p) for p in procs)
-                    time.sleep(window)
-                    t1, cpu1 = time.monotonic(), sum(_cpu(p) for p in procs)
+                    shares.append(_window_cpu(procs, window))
                     if recorders is not None:
                         recorders.stop()
-                shares.append((cpu1 - cpu0) / (t1 - t0))
-            rows.append(
-                {
-                    "label": label,
-                    "threads": threads,
-                    "children": children,
-                    "spy_cpu_share": statistics.median(shares),
-                    "windows": shares,
-                }
-            )
-            print(f"demo, idle: {label}: {rows[-1]['spy_cpu_share']:.1%} of a core", file=sys.stderr, flush=True)
+            row: dict[str, Any] = {
+                "label": label,
+                "threads": threads,
+                "children": children,
+                "spy_cpu_share": statistics.median(shares),
+                "windows": shares,
+            }
+            if by_app:
+                row["app_sampler_cpu_share"] = app_cost
+            rows.append(row)
+            extra = f" + the app's sampler {app_cost:.1%}" if by_app else ""
+            print(f"demo, idle: {label}: py-spy {rows[-1]['spy_cpu_share']:.1%}{extra} of a core", file=sys.stderr)
     return rows
 
 

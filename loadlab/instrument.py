@@ -21,6 +21,7 @@ exist.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import contextvars
 import ctypes
@@ -610,8 +611,11 @@ class LoopStacks:
             return False
         self._previous = signal.signal(signal.SIGALRM, self._on_alarm)
         signal.siginterrupt(signal.SIGALRM, False)
-        signal.setitimer(signal.ITIMER_REAL, self.interval_s, self.interval_s)
         self._running = True
+        signal.setitimer(signal.ITIMER_REAL, self.interval_s, self.interval_s)
+        # A server that exits without its lifespan's shutdown: disarmed before Python gives SIGALRM
+        # its default action back (which would end the process by the signal, not its own exit).
+        atexit.register(self.stop)
         return True
 
     def stop(self) -> None:
@@ -620,10 +624,13 @@ class LoopStacks:
             return
         self._running = False
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        atexit.unregister(self.stop)
         if signal.getsignal(signal.SIGALRM) == self._on_alarm:
             signal.signal(signal.SIGALRM, self._previous if self._previous is not None else signal.SIG_DFL)
 
     def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
+        if not self._running:
+            return  # one that was pending when the timer was disarmed: not re-armed
         now = time.perf_counter()
         # The next alarm a little earlier or later: a period equal to something the loop does
         # periodically (the lag probe's 10 ms) would otherwise see it in the same phase every time.

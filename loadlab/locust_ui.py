@@ -46,7 +46,7 @@ from loadlab.processes import (
 )
 from loadlab.results import new_run_dir, write_json
 from loadlab.runner import LOOP_SAMPLE_HZ, PROFILE_STALL_MS, _debug_prefix, _server_command
-from loadlab.ui_tests import Recorder, Session
+from loadlab.ui_tests import Recorder, Session, session_recording
 
 
 def _loadtests() -> Path:
@@ -214,6 +214,8 @@ def server_command(cfg: ProfileConfig, port: int) -> tuple[list[str], dict[str, 
     env.setdefault("LOADLAB_STALL_MS", str(PROFILE_STALL_MS))
     if cfg.profile:
         env.setdefault(LOOP_SAMPLE_ENV, str(LOOP_SAMPLE_HZ))
+        for key, value in session_recording(cfg).app_env().items():
+            env.setdefault(key, value)
     return argv, env
 
 

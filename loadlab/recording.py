@@ -42,6 +42,7 @@ from typing import Any
 
 import psutil
 
+from loadlab.instrument import LOOP_STACKS_ENV
 from loadlab.processes import PYSPY_STOP_LADDER, ManagedProcess, pyspy_argv
 
 CHILD_RATE_DIVISOR = 10  # children are sampled at a tenth of the loop's rate
@@ -75,6 +76,53 @@ def loop_by_sampler(*, split: bool, instrument: bool, native: bool) -> bool:
 
 def process_rate(main_rate: int) -> int:
     return max(1, round(main_rate / PROCESS_RATE_DIVISOR))
+
+
+@dataclass(frozen=True)
+class Recording:
+    """How one server is recorded, decided once: ``loadlab profile``, each test of ``loadlab ui``
+    and the bench build their recorders from it."""
+
+    rate: int  # --rate: the loop's, and the rate every merged count is expressed in
+    split: bool  # children by recorders of their own (else one --subprocesses recorder)
+    loop_by_app: bool  # the loop's stacks from the app's sampler; py-spy slower, not pausing
+    native: bool = False
+    nonblocking: bool = False
+
+    @classmethod
+    def plan(
+        cls, *, rate: int, server: str, workers: int, attach: bool, instrument: bool, native: bool, nonblocking: bool
+    ) -> Recording:
+        split = split_recording(server=server, workers=workers, attach=attach)
+        loop_by_app = loop_by_sampler(split=split, instrument=instrument, native=native)
+        return cls(rate, split, loop_by_app, native, nonblocking)
+
+    @property
+    def pyspy_rate(self) -> int:
+        return process_rate(self.rate) if self.loop_by_app else self.rate
+
+    def app_env(self) -> dict[str, str]:
+        """What the server's environment needs for this recording."""
+        return {LOOP_STACKS_ENV: str(min(self.rate, LOOP_SAMPLER_MAX_HZ))} if self.loop_by_app else {}
+
+    def pyspy_argv(self, output: Path, pid: int | None = None) -> list[str]:
+        """The main recorder: the server's process (its whole tree when not split)."""
+        nonblocking = self.nonblocking or self.loop_by_app
+        return pyspy_argv(
+            output, rate=self.pyspy_rate, native=self.native, nonblocking=nonblocking, pid=pid,
+            subprocesses=not self.split,
+        )  # fmt: skip
+
+    def child_recorders(self, output: Path, log_path: Path) -> ChildRecorders | None:
+        if not self.split:
+            return None
+        process = self.pyspy_rate if self.loop_by_app else None
+        return ChildRecorders(output, self.rate, log_path, native=self.native, process_rate=process)
+
+    def describe(self) -> str:
+        if self.loop_by_app:
+            return f"the loop sampled in the app at {self.rate} Hz, py-spy at {self.pyspy_rate} Hz without pausing it"
+        return f"py-spy at {self.rate} Hz{' with --native' if self.native else ''}"
 
 
 def stacks_between(before: dict[str, Any] | None, now: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ from loadlab.analysis.attribution import analyse_profile
 from loadlab.analysis.health import STATUS_OF, assess, pyspy_warnings
 from loadlab.analysis.stacks import Profile, ProfileFormatError, read_raw
 from loadlab.config import ProfileConfig, is_loopback, loadlab_env, run_secrets
-from loadlab.instrument import LOOP_SAMPLE_ENV, LOOP_STACKS_ENV
+from loadlab.instrument import LOOP_SAMPLE_ENV
 from loadlab.measure import (
     ProcessMeter,
     all_stalls,
@@ -52,20 +52,12 @@ from loadlab.processes import (
     free_port,
     locust_argv,
     locust_worker_command,
-    pyspy_argv,
     upstream_stub,
     uvicorn_argv,
     wait_ready,
 )
 from loadlab.progress import Progress
-from loadlab.recording import (
-    LOOP_SAMPLER_MAX_HZ,
-    ChildRecorders,
-    loop_by_sampler,
-    median_cpu,
-    process_rate,
-    split_recording,
-)
+from loadlab.recording import Recording, median_cpu
 from loadlab.redact import redact_url, scrub_folder
 from loadlab.report import render_run, write_comparison
 from loadlab.results import (
@@ -443,41 +435,18 @@ def _start_server(
     # so those are recorded with --subprocesses as before. With the app instrumented, its loop
     # sampler has the loop's exact stacks, and py-spy records the rest without pausing the server
     # (loadlab.recording).
-    split = cfg.profile and split_recording(server=cfg.server, workers=cfg.workers, attach=bool(cfg.expect_workers))
-    sampled = loop_by_sampler(split=split, instrument=cfg.instrument, native=cfg.native)
-    spy_rate = process_rate(cfg.rate) if sampled else cfg.rate
+    plan = Recording.plan(
+        rate=cfg.rate, server=cfg.server, workers=cfg.workers, attach=bool(cfg.expect_workers),
+        instrument=cfg.instrument, native=cfg.native, nonblocking=cfg.nonblocking,
+    )  # fmt: skip
+    profiler, recorders = None, None
     if cfg.profile:
         env.setdefault(LOOP_SAMPLE_ENV, str(LOOP_SAMPLE_HZ))
-    if sampled:
-        env.setdefault(LOOP_STACKS_ENV, str(min(cfg.rate, LOOP_SAMPLER_MAX_HZ)))
-    profiler = (
-        pyspy_argv(
-            run.dir / RAW_PROFILE,
-            rate=spy_rate,
-            native=cfg.native,
-            nonblocking=cfg.nonblocking or sampled,
-            subprocesses=not split,
-        )  # fmt: skip
-        if cfg.profile
-        else None
-    )
-    recorders = (
-        ChildRecorders(
-            run.dir / RAW_PROFILE,
-            cfg.rate,
-            run.dir / "py-spy-children.log",
-            native=cfg.native,
-            process_rate=spy_rate if sampled else None,
-        )  # fmt: skip
-        if split
-        else None
-    )
-    if not cfg.profile:
-        what = "no profiler"
-    elif sampled:
-        what = f"the loop sampled in the app at {cfg.rate} Hz, py-spy at {spy_rate} Hz without pausing it"
-    else:
-        what = f"py-spy at {cfg.rate} Hz{' with --native' if cfg.native else ''}"
+        for key, value in plan.app_env().items():
+            env.setdefault(key, value)
+        profiler = plan.pyspy_argv(run.dir / RAW_PROFILE)
+        recorders = plan.child_recorders(run.dir / RAW_PROFILE, run.dir / "py-spy-children.log")
+    what = plan.describe() if cfg.profile else "no profiler"
     with run.phase("server", progress, f"starting {cfg.app} on {base} ({what})"):
         # Workers started elsewhere may take a while to come: py-spy then attaches when the load
         # begins, so the wait is not in the profile.

@@ -22,9 +22,16 @@ from loadlab.analysis.health import pyspy_warnings
 from loadlab.analysis.places import AppMap, load_app_map, place_of
 from loadlab.analysis.stacks import Frame
 from loadlab.config import ProfileConfig, run_secrets
-from loadlab.measure import ProcessMeter, all_stalls, loop_samples, probe_service_times, samples_between
-from loadlab.processes import LOCUST_OUTPUTS, PYSPY_STOP_LADDER, ManagedProcess, ProcessError, pyspy_argv
-from loadlab.recording import ChildRecorders, median_cpu, split_recording
+from loadlab.measure import (
+    ProcessMeter,
+    all_stalls,
+    loop_samples,
+    loop_stacks,
+    probe_service_times,
+    samples_between,
+)
+from loadlab.processes import LOCUST_OUTPUTS, PYSPY_STOP_LADDER, ManagedProcess, ProcessError
+from loadlab.recording import ChildRecorders, Recording, median_cpu, stacks_between
 from loadlab.redact import scrub_folder
 from loadlab.report import render_run
 from loadlab.results import RAW_PROFILE, StoredDataError, load_run, write_json
@@ -54,6 +61,22 @@ class Session:
     @property
     def debug(self) -> str | None:
         return None if self.debug_prefix is None else f"{self.base}{self.debug_prefix}/debug"
+
+    @property
+    def recording(self) -> Recording:
+        return session_recording(self.cfg)
+
+
+def session_recording(cfg: ProfileConfig) -> Recording:
+    """How each test of a session is recorded: as ``loadlab profile`` would, py-spy attached by PID."""
+    return Recording.plan(
+        rate=cfg.rate, server=cfg.server, workers=cfg.workers, attach=False, instrument=cfg.instrument,
+        native=cfg.native, nonblocking=cfg.nonblocking,
+    )  # fmt: skip
+
+
+def _one(by_pid: dict[int, dict[str, Any]] | None) -> dict[str, Any] | None:
+    return next(iter(by_pid.values())) if by_pid else None
 
 
 def live_blockers(delta: dict[str, Any], app: AppMap, limit: int = 5) -> tuple[float | None, list[dict[str, Any]]]:
@@ -93,7 +116,12 @@ class ActiveTest:
     """One test from its start (py-spy attached) to its analysed run folder."""
 
     def __init__(
-        self, session: Session, folder: Path, info: dict[str, Any], samples_before: dict[int, dict[str, Any]] | None
+        self,
+        session: Session,
+        folder: Path,
+        info: dict[str, Any],
+        samples_before: dict[int, dict[str, Any]] | None,
+        stacks_before: dict[str, Any] | None = None,
     ) -> None:
         self.session, self.folder, self.info = session, folder, info
         cfg = session.cfg
@@ -122,23 +150,19 @@ class ActiveTest:
         self.spy: ManagedProcess | None = None
         self.children: ChildRecorders | None = None
         self.run.data["phase"] = "load"
+        # Taken with the loop samples, for the same reason: the loop's stacks so far in the session.
+        self.stacks_before = stacks_before
         if self.cfg.profile:
-            # As `loadlab profile` records (loadlab.recording): the server's process alone, exactly,
-            # and each of its children by a slower, non-pausing recorder of its own.
-            split = split_recording(server=self.cfg.server, workers=self.cfg.workers, attach=False)
-            argv = pyspy_argv(
-                folder / RAW_PROFILE, rate=self.cfg.rate, native=self.cfg.native,
-                nonblocking=self.cfg.nonblocking, pid=session.server_pid, subprocesses=not split,
-            )  # fmt: skip
+            # As `loadlab profile` records (loadlab.recording): the loop by the app's sampler, the
+            # server's process by a non-pausing py-spy, each child by a recorder of its own.
+            argv = session.recording.pyspy_argv(folder / RAW_PROFILE, pid=session.server_pid)
             self.spy = ManagedProcess(
                 argv, name="py-spy", log_path=folder / "server.log", stop_ladder=PYSPY_STOP_LADDER
             )
             self.spy.start()
             self.run.data["pids"]["profiler"] = self.spy.pid
-            if split:
-                self.children = ChildRecorders(
-                    folder / RAW_PROFILE, self.cfg.rate, folder / "py-spy-children.log", native=self.cfg.native
-                )
+            self.children = session.recording.child_recorders(folder / RAW_PROFILE, folder / "py-spy-children.log")
+            if self.children is not None:
                 self.children.watch(lambda: session.server_pid)
         self.meter = ProcessMeter(
             {"server": session.server_pid, "locust": session.locust_pid}, {"profiler": self._profiler_pids}
@@ -212,6 +236,9 @@ class ActiveTest:
             self.run.artefact("server_log", self.folder / "server.log")
             summary: dict[str, Any] = {"mode": "subprocesses", "rate": self.cfg.rate}
             if self.children is not None:
+                if self.children.process_rate is not None:
+                    now = loop_stacks(self.session.debug)
+                    self.children.loop_stacks = stacks_between(self.stacks_before, _one(now))
                 self.children.stop()
                 summary = self.children.merge_into(self.folder / RAW_PROFILE)
                 self.run.data["profiler_warnings"] += pyspy_warnings(self.children.log_path)
@@ -304,6 +331,7 @@ class Recorder:
         self.finished: list[Path] = []
         self.client = httpx.Client(timeout=2.0)
         self.baseline: dict[int, dict[str, Any]] | None = None
+        self.stacks_baseline: dict[str, Any] | None = None
         self.baseline_at = 0.0
 
     def _idle_baseline(self) -> None:
@@ -311,6 +339,8 @@ class Recorder:
         if time.monotonic() - self.baseline_at >= TICK_S:
             self.baseline_at = time.monotonic()
             self.baseline = loop_samples(self.session.debug, self.session.cfg.workers) or self.baseline
+            if self.session.cfg.profile and self.session.recording.loop_by_app:
+                self.stacks_baseline = _one(loop_stacks(self.session.debug)) or self.stacks_baseline
 
     def poll(self) -> None:
         if self.active is None:
@@ -325,8 +355,8 @@ class Recorder:
                 if self.active is not None:  # a new test began before the last one was seen to stop
                     self._finish()
                 before = self.baseline or loop_samples(self.session.debug, self.session.cfg.workers)
-                self.active = ActiveTest(self.session, folder, info, before)
-                self.baseline = None  # the next test starts from a snapshot taken after this one
+                self.active = ActiveTest(self.session, folder, info, before, self.stacks_baseline)
+                self.baseline = self.stacks_baseline = None  # the next test starts from snapshots taken after this one
             if info.get("state") == "stopped":
                 self._finish()
             else:
