@@ -187,7 +187,7 @@ def accuracy(ctx: Context) -> list[Row]:
 
 PROFILER_VARIANTS: dict[str, Profiler | None] = {
     "no profiling": None,
-    "default (loop sampled in the app at 100 Hz, py-spy 10 Hz non-blocking)": Profiler(),
+    "default (loop sampled in the app at 100 Hz, py-spy 20 Hz non-blocking)": Profiler(),
     "the app's samplers alone (no py-spy)": Profiler(pyspy=False),
     "py-spy 100 Hz blocking on the server (the default before)": Profiler(loop_sampler=False),
     "before issue 18 (--subprocesses)": Profiler(split=False, loop_sampler=False),
@@ -196,7 +196,7 @@ PROFILER_VARIANTS: dict[str, Profiler | None] = {
 # The same on a route that keeps AnyIO's 40 threads busy (sleeping): many stacks per sample.
 THREADPOOL_VARIANTS = (
     "no profiling",
-    "default (loop sampled in the app at 100 Hz, py-spy 10 Hz non-blocking)",
+    "default (loop sampled in the app at 100 Hz, py-spy 20 Hz non-blocking)",
     "py-spy 100 Hz blocking on the server (the default before)",
     "before issue 18 (--subprocesses)",
 )

@@ -78,7 +78,7 @@ class Profiler:
     on_generator_core: bool = False  # py-spy pinned to the generator's core instead of the server's
     split: bool = True  # the harness's default: children by their own recorders (loadlab.recording)
     children: bool = True  # False: the server's process only, its children not recorded at all (the floor)
-    # The harness's default: the loop's stacks from the app's own sampler, py-spy at a tenth of the
+    # The harness's default: the loop's stacks from the app's own sampler, py-spy at a fifth of the
     # rate without pausing (loadlab.recording.loop_by_sampler). False: py-spy samples the loop.
     loop_sampler: bool = True
     pyspy: bool = True  # False: the app's samplers alone, no py-spy at all

@@ -240,8 +240,8 @@ DEMO_SETTINGS: dict[str, tuple[tuple[str, ...], bool, int, bool]] = {
     "--idle --threads --subprocesses, 100 Hz (before issue 18)": ((*BASE, "--subprocesses"), False, 100, False),
     "--idle --threads, the server's process only, 100 Hz": (BASE, False, 100, False),
     "the server's process at 100 Hz, children by their own recorders (the default before)": (BASE, True, 100, False),
-    "the default: the loop by the app's sampler at 100 Hz, py-spy 10 Hz --nonblocking, children by their own": (
-        (*BASE, "--nonblocking"), True, 10, True,
+    "the default: the loop by the app's sampler at 100 Hz, py-spy 20 Hz --nonblocking, children by their own": (
+        (*BASE, "--nonblocking"), True, 20, True,
     ),
 }  # fmt: skip
 

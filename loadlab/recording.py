@@ -18,7 +18,7 @@ their frames, and that pause — not py-spy's CPU — is most of what profiling 
 the throughput with AnyIO's 40 threads busy). The app's loop sampler (``loadlab.instrument``)
 already looks at the loop thread ``--rate`` times a second holding the GIL, which stops the loop
 exactly where it let go of the GIL; it keeps the loop's whole stack at each look
-(``/debug/stacks``). So py-spy records the server's process at a tenth of the rate without pausing
+(``/debug/stacks``). So py-spy records the server's process at a fifth of the rate without pausing
 it (the threadpool view and the other threads need counts, not exactness), and at the end
 :meth:`ChildRecorders.merge_into` puts the sampler's loop stacks in place of py-spy's own samples of
 the loop thread. :func:`loop_by_sampler` says when: not with ``--native`` (C frames need py-spy's
@@ -46,7 +46,7 @@ from loadlab.instrument import LOOP_STACKS_ENV
 from loadlab.processes import PYSPY_STOP_LADDER, ManagedProcess, pyspy_argv
 
 CHILD_RATE_DIVISOR = 10  # children are sampled at a tenth of the loop's rate
-PROCESS_RATE_DIVISOR = 10  # with the loop sampled by the app: py-spy on the server at a tenth of it
+PROCESS_RATE_DIVISOR = 5  # with the loop sampled by the app: py-spy on the server at a fifth of it
 LOOP_SAMPLER_MAX_HZ = 400  # the app's loop sampler's own bound (LOADLAB_LOOP_SAMPLE_HZ)
 POLL_S = 0.5
 MIN_AGE_S = 0.5  # a child younger than this may not have its interpreter up yet
@@ -70,7 +70,7 @@ def split_recording(*, server: str, workers: int, attach: bool) -> bool:
 
 def loop_by_sampler(*, split: bool, instrument: bool, native: bool) -> bool:
     """Whether the loop's stacks come from the app's own loop sampler (exact, at ``--rate``) and
-    py-spy records the rest of the server without pausing it, at a tenth of the rate."""
+    py-spy records the rest of the server without pausing it, at a fifth of the rate."""
     return split and instrument and not native
 
 

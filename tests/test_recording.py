@@ -93,18 +93,18 @@ def test_the_apps_loop_stacks_replace_pyspys_samples_of_the_loop(tmp_path: Path)
     summary = rec.merge_into(main)
     prefix = 'process 11:"python -m uvicorn app:app"'
     assert main.read_text().splitlines() == [
-        f"{prefix};thread (12): AnyIO worker 0;work (app.py:9) 30",  # 3 samples at 10 Hz are 30 at 100 Hz
+        f"{prefix};thread (12): AnyIO worker 0;work (app.py:9) 15",  # 3 samples at 20 Hz are 15 at 100 Hz
         f"{prefix};thread (11): MainThread;run (loop.py:1);serve (app.py:3) 19",  # 38 at 200 Hz
         f"{prefix};thread (11): MainThread;run (loop.py:1);select (selectors.py:5) 30",
     ]
-    assert summary["loop"] == "sampler" and summary["rate"] == 10 and summary["loop_rate"] == 200.0
+    assert summary["loop"] == "sampler" and summary["rate"] == 20 and summary["loop_rate"] == 200.0
     assert summary["nonblocking"] is True
 
 
 def test_without_the_apps_stacks_pyspys_loop_is_kept_and_said(tmp_path: Path) -> None:
     rec, main = _loop_recorders(tmp_path, {"hz": 0, "stacks": []})  # LOADLAB_LOOP_STACKS_HZ=0, or no answer
     summary = rec.merge_into(main)
-    assert "thread (11): MainThread;run (loop.py:1);serve (app.py:3) 40" in main.read_text()
+    assert "thread (11): MainThread;run (loop.py:1);serve (app.py:3) 20" in main.read_text()
     assert summary["loop"] == "py-spy" and "did not answer" in summary["loop_note"]
     assert loop_by_sampler(split=True, instrument=True, native=False)
     assert not loop_by_sampler(split=True, instrument=True, native=True)  # C frames need py-spy's pause
