@@ -359,4 +359,4 @@ def test_the_apps_loop_stacks_agree_with_a_pausing_pyspy(tmp_path: Path) -> None
     assert stacks["looks"] > 300, stacks["looks"]
     for name in names:  # each about a quarter of the loop's time (the rest: parked, and the framework)
         assert theirs[name] > 0.1, (name, theirs)
-        assert abs(ours[name] - theirs[name]) < 0.25 * theirs[name] + 0.03, (name, ours, theirs)
+        assert abs(ours[name] - theirs[name]) < 0.3 * theirs[name] + 0.04, (name, ours, theirs)
