@@ -605,7 +605,8 @@ class LoopStacks:
         """Arm the timer (from the loop's thread); False, with :attr:`unavailable` set, if it cannot."""
         if threading.current_thread() is not threading.main_thread():
             self.unavailable = "the event loop does not run in the main thread, where Python runs signal handlers"
-        elif signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None) or signal.getitimer(signal.ITIMER_REAL)[0]:
+        elif signal.getsignal(signal.SIGALRM) != signal.SIG_DFL or signal.getitimer(signal.ITIMER_REAL)[0]:
+            # (None: a handler installed from C, by a library: not ours to take either)
             self.unavailable = "the app has its own SIGALRM handler or timer"
         if self.unavailable is not None:
             return False
@@ -639,7 +640,9 @@ class LoopStacks:
         if self._first is None:
             self._first = now
         weight = 1.0 if last is None else (now - last) / self.interval_s
-        if frame is not None and frame.f_back is not None and self._at_entry(frame) and _is_runner(frame.f_back.f_code):
+        if frame is None:
+            return  # no Python frame at all: nothing to count it for
+        if frame.f_back is not None and self._at_entry(frame) and _is_runner(frame.f_back.f_code):
             # A callback a C loop (uvloop) calls, not yet begun: the alarm came while the loop was
             # in C (waiting, or its own work), and the callback is where Python next ran. py-spy
             # shows the runner then too.

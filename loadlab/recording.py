@@ -15,14 +15,15 @@ main recorder's samples" and shares across processes stay comparable.
 The loop itself is not py-spy's to sample when the app runs loadlab's instrumentation (the
 default): a pausing py-spy stops *every* thread of the server for each sample while it reads all
 their frames, and that pause — not py-spy's CPU — is most of what profiling cost (up to a quarter of
-the throughput with AnyIO's 40 threads busy). The app's loop sampler (``loadlab.instrument``)
-already looks at the loop thread ``--rate`` times a second holding the GIL, which stops the loop
-exactly where it let go of the GIL; it keeps the loop's whole stack at each look
-(``/debug/stacks``). So py-spy records the server's process at a fifth of the rate without pausing
-it (the threadpool view and the other threads need counts, not exactness), and at the end
-:meth:`ChildRecorders.merge_into` puts the sampler's loop stacks in place of py-spy's own samples of
-the loop thread. :func:`loop_by_sampler` says when: not with ``--native`` (C frames need py-spy's
-pause), not without instrumentation.
+the throughput with AnyIO's 40 threads busy). Instead the app samples its own loop
+(:class:`loadlab.instrument.LoopStacks`): a wall-clock timer's SIGALRM interrupts the loop's thread
+wherever it is, and Python hands loadlab's handler the frame it was running — exact, without
+stopping anything else (a thread that merely waits for the GIL would see a busy loop only where it
+next lets go, in its wait). py-spy records the server's process at a fifth of the rate without
+pausing it (the threadpool view and the other threads need counts, not exactness), and at the end
+:meth:`ChildRecorders.merge_into` puts the app's loop stacks (``/debug/stacks``) in place of
+py-spy's own samples of the loop thread. :func:`loop_by_sampler` says when: not with ``--native``
+(C frames need py-spy's pause), not without instrumentation.
 
 Attaching by PID needs ptrace rights on processes the recorder did not start: root, or Yama's
 ``ptrace_scope`` 0. Elsewhere :func:`can_split` is False and the harness records the old way.
@@ -180,7 +181,7 @@ class ChildRecorders:
     log_path: Path
     native: bool = False
     # With the loop sampled by the app: the rate the main py-spy recorded the server's process at,
-    # and (set before the server stops) the sampler's stacks_snapshot() to put in place of its loop.
+    # and (set before the server stops) the app's /debug/stacks answer, to put in place of its loop.
     process_rate: int | None = None
     loop_stacks: dict[str, Any] | None = None
     children: dict[int, _Child] = field(default_factory=dict)
