@@ -216,6 +216,11 @@ def test_health_is_judged_from_the_recorded_signals() -> None:
     health = assess(lagging)
     assert health["verdict"] == "doubtful" and "1.2 s" in health["problems"][0]["text"]
     assert assess(run(100, 0, profile_error="py-spy wrote no profile"))["verdict"] == "doubtful"
+    # The app's loop sampler gave no stacks: the loop's profile is py-spy's non-pausing one.
+    note = "the app's loop sampler gave no stacks (the app has its own SIGALRM handler or timer)"
+    inexact = assess(run(100, 0, profiler={"loop": "py-spy", "loop_note": note}))
+    assert inexact["verdict"] == "doubtful" and "SIGALRM" in inexact["problems"][0]["text"]
+    assert assess(run(100, 0, profiler={"loop": "sampler"}))["verdict"] == "ok"
 
 
 # 10 (py-spy's warnings reach the report).
