@@ -118,7 +118,7 @@ def server(
         # loop stacks and a slower non-pausing py-spy when the loop is the sampler's.
         core = pin.generator if profiler.on_generator_core else pin.server
         split = profiler.split and split_recording(server="uvicorn", workers=1, attach=False)
-        sampled = profiler.loop_sampler and loop_by_sampler(split=split, instrument=True, native=profiler.native)
+        sampled = loop_by_sampler(split=split, instrument=True, native=profiler.native, asked=profiler.loop_sampler)
         plan = Recording(profiler.rate, split, sampled, profiler.native, profiler.nonblocking)
         child_env[LOOP_SAMPLE_ENV] = str(LOOP_SAMPLE_HZ)
         child_env.update(plan.app_env())

@@ -106,10 +106,11 @@ def test_without_the_apps_stacks_pyspys_loop_is_kept_and_said(tmp_path: Path) ->
     summary = rec.merge_into(main)
     assert "thread (11): MainThread;run (loop.py:1);serve (app.py:3) 20" in main.read_text()
     assert summary["loop"] == "py-spy" and "did not answer" in summary["loop_note"]
-    assert loop_by_sampler(split=True, instrument=True, native=False)
-    assert not loop_by_sampler(split=True, instrument=True, native=True)  # C frames need py-spy's pause
-    assert not loop_by_sampler(split=True, instrument=False, native=False)  # no sampler in the app
-    assert not loop_by_sampler(split=False, instrument=True, native=False)  # workers: their loops are children
+    assert loop_by_sampler(split=True, instrument=True, native=False, asked=True)
+    assert not loop_by_sampler(split=True, instrument=True, native=False, asked=False)  # opt-in for now
+    assert not loop_by_sampler(split=True, instrument=True, native=True, asked=True)  # C frames need the pause
+    assert not loop_by_sampler(split=True, instrument=False, native=False, asked=True)  # no sampler in the app
+    assert not loop_by_sampler(split=False, instrument=True, native=False, asked=True)  # workers: loops are children
 
 
 def _spin(seconds: float) -> None:
