@@ -347,7 +347,7 @@ def test_the_apps_loop_stacks_agree_with_a_pausing_pyspy(tmp_path: Path) -> None
     ) as server:
         wait_ready(server.process, base + "/nap", timeout=30)
         with httpx.Client(base_url=base, timeout=10) as client:
-            end = time.monotonic() + 4.0
+            end = time.monotonic() + 5.0
             while time.monotonic() < end:  # bounded by time; one request at a time, each route in turn
                 for path in ("/spin", "/nap", "/regex"):
                     client.get(path).raise_for_status()
@@ -360,4 +360,4 @@ def test_the_apps_loop_stacks_agree_with_a_pausing_pyspy(tmp_path: Path) -> None
     assert stacks["looks"] > 300, stacks["looks"]
     for name in names:  # each about a quarter of the loop's time (the rest: parked, and the framework)
         assert theirs[name] > 0.1, (name, theirs)
-        assert abs(ours[name] - theirs[name]) < 0.3 * theirs[name] + 0.04, (name, ours, theirs)
+        assert abs(ours[name] - theirs[name]) < 0.3 * theirs[name] + 0.06, (name, ours, theirs)
