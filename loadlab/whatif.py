@@ -136,16 +136,19 @@ def _spread(values: list[float]) -> dict[str, float] | None:
 
 
 def summarise(run_dir: Path, variants: list[dict[str, Any]], offloads: Sequence[Offload]) -> dict[str, Any]:
-    """Each side's figures (median and range over its complete runs), the gain per pair, the
-    prediction if the baseline holds one, and the status of the whole."""
+    """Each side's figures (median and range over its runs that measured something: complete or
+    doubtful), the gain per pair, the prediction if the baseline holds one, and the status of the
+    whole: doubtful when any run was not complete, failed when no pair was measured."""
     metrics: dict[str, list[dict[str, float | None]]] = {side: [] for side in SIDES}
     pairs: dict[str, dict[str, dict[str, float | None]]] = {}
     problems = []
     baseline_run: dict[str, Any] | None = None
     for v in variants:
         if v.get("status") != "complete":
-            problems.append(f"{v['dir']} is {v.get('status')}")
-            continue
+            why = f" ({v['reason']})" if v.get("reason") else ""
+            problems.append(f"{v['dir']} is {v.get('status')}{why}")
+            if v.get("status") != "doubtful":  # a doubtful run measured something, with a caveat: keep it
+                continue
         run = load_run(run_dir / v["dir"])
         baseline_run = baseline_run or (run if v["name"] == "baseline" else None)
         m = run_metrics(run)
