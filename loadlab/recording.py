@@ -248,14 +248,14 @@ class ChildRecorders:
                     )
                     self.children[proc.pid] = _Child(proc.pid, command, chain, output, recorder.start())
 
+    def recorder_pids(self) -> dict[int, int]:
+        """Each child's PID → its recorder's PID (a copy: the watcher adds)."""
+        return {pid: c.recorder.pid for pid, c in list(self.children.items())}
+
     @property
     def pids(self) -> list[int]:
         """The recorders' PIDs."""
-        return [c.recorder.pid for c in list(self.children.values())]  # a copy: the watcher adds
-
-    def recorder_pids(self) -> dict[int, int]:
-        """Each child's PID → its recorder's PID."""
-        return {pid: c.recorder.pid for pid, c in list(self.children.items())}
+        return list(self.recorder_pids().values())
 
     def stop(self) -> None:
         """Stop every recorder (SIGINT: each writes its file), then the polling. Re-entrant.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,9 @@ class Session:
     def debug(self) -> str | None:
         return None if self.debug_prefix is None else f"{self.base}{self.debug_prefix}/debug"
 
-    @property
+    @functools.cached_property
     def recording(self) -> Recording:
+        """Planned once per session (each test and the idle baseline read it)."""
         return session_recording(self.cfg)
 
 

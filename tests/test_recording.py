@@ -29,6 +29,7 @@ from loadlab.recording import (
     process_frame,
     process_rate,
     split_recording,
+    stacks_between,
 )
 from tests.helpers import assert_all_stopped, loadlab, run_json
 
@@ -143,6 +144,15 @@ def _shares(snapshot: dict[str, object]) -> dict[str, float]:
 
 
 @pytest.mark.timeout(60, method="thread")  # pytest-timeout's signal method would own SIGALRM
+def test_one_tests_loop_stacks_are_the_sessions_since_its_start() -> None:
+    before = {"pid": 7, "seconds": 10.0, "stacks": [["a;b", 40], ["a;c", 5]]}
+    now = {"pid": 7, "seconds": 14.5, "stacks": [["a;b", 100], ["a;c", 5], ["a;d", 3]]}
+    assert stacks_between(before, now) == {"pid": 7, "seconds": 4.5, "stacks": [["a;b", 60], ["a;d", 3]]}
+    restarted = {"pid": 8, "seconds": 2.0, "stacks": [["a;b", 9]]}
+    assert stacks_between(before, restarted) == restarted  # another server: all of it is this test's
+    assert stacks_between(None, now) == now and stacks_between(before, None) is None
+
+
 def test_loop_stacks_see_the_main_thread_where_it_is() -> None:
     stacks = LoopStacks(200)
     assert stacks.start(), stacks.unavailable
