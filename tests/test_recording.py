@@ -143,7 +143,6 @@ def _shares(snapshot: dict[str, object]) -> dict[str, float]:
     return {k: v / total for k, v in by.items()}
 
 
-@pytest.mark.timeout(60, method="thread")  # pytest-timeout's signal method would own SIGALRM
 def test_one_tests_loop_stacks_are_the_sessions_since_its_start() -> None:
     before = {"pid": 7, "seconds": 10.0, "stacks": [["a;b", 40], ["a;c", 5]]}
     now = {"pid": 7, "seconds": 14.5, "stacks": [["a;b", 100], ["a;c", 5], ["a;d", 3]]}
@@ -153,6 +152,7 @@ def test_one_tests_loop_stacks_are_the_sessions_since_its_start() -> None:
     assert stacks_between(None, now) == now and stacks_between(before, None) is None
 
 
+@pytest.mark.timeout(60, method="thread")  # pytest-timeout's signal method would own SIGALRM
 def test_loop_stacks_see_the_main_thread_where_it_is() -> None:
     stacks = LoopStacks(200)
     assert stacks.start(), stacks.unavailable
