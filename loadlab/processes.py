@@ -202,6 +202,16 @@ class ManagedProcess:
     def poll(self) -> int | None:
         return None if self.popen is None else self.popen.poll()
 
+    def wait_exit(self, timeout: float) -> int | None:
+        """Its exit code as soon as it exits, waiting at most ``timeout`` seconds; None if it is
+        still running (or never started)."""
+        if self.popen is None:
+            return None
+        try:
+            return self.popen.wait(max(0.0, timeout))
+        except subprocess.TimeoutExpired:
+            return None
+
     def tail(self, lines: int = 15) -> str:
         """The last lines the process wrote, for error messages."""
         try:

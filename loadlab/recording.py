@@ -37,6 +37,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,9 +266,11 @@ class ChildRecorders:
         die without writing its file."""
         with self._lock:
             self._closing = True
-        for child in self.children.values():
-            if child.exit_code is None:
-                child.exit_code = child.recorder.stop()
+        pending = [c for c in self.children.values() if c.exit_code is None]
+        if pending:  # at once: each takes a moment to write its file, and they do not wait on each other
+            with ThreadPoolExecutor(len(pending), thread_name_prefix="loadlab-stop-child") as pool:
+                for child, code in zip(pending, pool.map(lambda c: c.recorder.stop(), pending), strict=True):
+                    child.exit_code = code
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)

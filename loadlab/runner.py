@@ -319,7 +319,8 @@ def _poll_during_load(
         run.data["timeseries"].append(point)
         run.save()  # once a second: an interrupted run keeps its time series
         progress.status(_status_line(point, max(0.0, cfg.duration - (time.monotonic() - start))))
-        time.sleep(max(0.0, POLL_INTERVAL_S - (time.monotonic() - start) % POLL_INTERVAL_S))
+        # Until the next second, or Locust's exit: its outputs are read at once, not up to a second later.
+        locust.wait_exit(POLL_INTERVAL_S - (time.monotonic() - start) % POLL_INTERVAL_S)
     return samples_at_start
 
 
