@@ -34,6 +34,7 @@ async def test_process_pool_beats_threadpool_on_two_cores(server: Server) -> Non
     fastest_threads, fastest_processes = min(map(_elapsed, threads)), min(map(_elapsed, processes))
     assert fastest_processes < 0.8 * fastest_threads, ([b.elapsed for b in processes], [b.elapsed for b in threads])
 
+
 async def test_cpu_in_async_def_blocks_the_loop_and_is_named(server: Server) -> None:
     await burst(f"{server.url}/cpu/async?work=250", 1)
     stalls = await stalls_for(server.url, "/cpu/async")
