@@ -187,17 +187,17 @@ def accuracy(ctx: Context) -> list[Row]:
 
 PROFILER_VARIANTS: dict[str, Profiler | None] = {
     "no profiling": None,
-    "LOADLAB_LOOP_BY_APP=1 (loop sampled in the app at 100 Hz, py-spy 20 Hz non-blocking)": Profiler(),
+    "default (loop sampled in the app at 100 Hz, py-spy 20 Hz non-blocking)": Profiler(),
     "the app's samplers alone (no py-spy)": Profiler(pyspy=False),
-    "default (py-spy 100 Hz blocking on the server)": Profiler(loop_sampler=False),
+    "--loop-by-pyspy (py-spy 100 Hz blocking on the server)": Profiler(loop_sampler=False),
     "before issue 18 (--subprocesses)": Profiler(split=False, loop_sampler=False),
     "--nonblocking, py-spy 100 Hz on the loop too": Profiler(nonblocking=True, loop_sampler=False),
 }
 # The same on a route that keeps AnyIO's 40 threads busy (sleeping): many stacks per sample.
 THREADPOOL_VARIANTS = (
     "no profiling",
-    "LOADLAB_LOOP_BY_APP=1 (loop sampled in the app at 100 Hz, py-spy 20 Hz non-blocking)",
-    "default (py-spy 100 Hz blocking on the server)",
+    "default (loop sampled in the app at 100 Hz, py-spy 20 Hz non-blocking)",
+    "--loop-by-pyspy (py-spy 100 Hz blocking on the server)",
     "before issue 18 (--subprocesses)",
 )
 THREADPOOL_PATH = "/io/threadpool-sleep"

@@ -168,6 +168,17 @@ _TARGET_OPTIONS = (
         is_flag=True,
         help="py-spy does not pause the app to sample (cheaper, less exact).",
     ),
+    click.option(
+        "--loop-by-app/--loop-by-pyspy",
+        envvar="LOADLAB_LOOP_BY_APP",
+        default=True,
+        show_default=True,
+        help=(
+            "The event loop's stacks by the app's own signal-driven sampler, py-spy at a fifth of --rate "
+            "without pausing the server; --loop-by-pyspy: py-spy pauses the server for every sample (the "
+            "way before, costlier)."
+        ),
+    ),
     click.option("--no-profile", envvar="LOADLAB_NO_PROFILE", is_flag=True, help="Run the load test without py-spy."),
     click.option(
         "--no-instrument",
@@ -232,6 +243,7 @@ def _target_config(opts: dict[str, Any], **more: Any) -> ProfileConfig:
         rate=opts["rate"],
         native=opts["native"],
         nonblocking=opts["nonblocking"],
+        loop_by_app=opts["loop_by_app"],
         profile=not opts["no_profile"],
         instrument=not opts["no_instrument"],
         health_path=opts["health_path"],

@@ -106,6 +106,9 @@ class ProfileConfig:
     rate: int = 100
     native: bool = False
     nonblocking: bool = False
+    # The loop's stacks by the app's own sampler, py-spy slower and not pausing (loadlab.recording);
+    # False: py-spy pauses the server's process at --rate, the loop included (--loop-by-pyspy).
+    loop_by_app: bool = True
     profile: bool = True
     instrument: bool = True
     out: Path | None = None
@@ -281,12 +284,12 @@ KNOWN_ENV = frozenset(
     for name in (
         # loadlab profile's flags
         "APP FACTORY SCENARIO LOCUSTFILE VARIANTS TAGS USERS SPAWN_RATE DURATION WORKERS SERVER "
-        "LOCUST_PROCESSES LOOP RATE NATIVE NONBLOCKING NO_PROFILE NO_INSTRUMENT BIND TARGET_HOST "
+        "LOCUST_PROCESSES LOOP RATE NATIVE NONBLOCKING LOOP_BY_APP NO_PROFILE NO_INSTRUMENT BIND TARGET_HOST "
         "ALLOW_REMOTE HEALTH_PATH OUT PROFILES_DIR FAIL_RATIO PYSPY EXPECT_WORKERS MASTER_BIND MASTER_PORT "
         "WORKERS_WAIT AGENT AGENT_TOKEN_FILE "
         # the target app and the instrumentation
         "THREAD_TOKENS PROCESS_WORKERS UPSTREAM_URL UPSTREAM_TIMEOUT_S DB_PATH DATA_DIR STALL_MS "
-        "POOL_SIZE POOL_TIMEOUT_MS DEBUG_ALLOW LOOP_SAMPLE_HZ LOOP_STACKS_HZ LOOP_BY_APP "
+        "POOL_SIZE POOL_TIMEOUT_MS DEBUG_ALLOW LOOP_SAMPLE_HZ LOOP_STACKS_HZ "
         # the scenarios' parameters and load shapes
         "HOST MS WORK ROWS KB CHUNKS WAIT_MS CANARY_RPS SHAPE STEP_USERS STEP_SECONDS ARRIVAL_RATE "
         # the smoke budgets

@@ -65,9 +65,9 @@ def run_checks() -> Iterator[Check]:
     yield Check(
         "how one uvicorn process is recorded",
         True,
-        "py-spy pausing the server's process at --rate, each child process by a recorder of its own, "
-        "non-pausing, at a tenth (attaching by PID is allowed); LOADLAB_LOOP_BY_APP=1: the loop by the app's "
-        "own sampler, the rest by py-spy at a fifth without pausing"
+        "the loop by the app's own sampler at --rate, the rest of the server's process by py-spy at a fifth "
+        "without pausing it, each child process by a recorder of its own, non-pausing, at a tenth (attaching "
+        "by PID is allowed; --loop-by-pyspy: py-spy pauses the server's process at --rate)"
         if can_split()
         else "by one pausing py-spy with --subprocesses at the full rate, as attaching by PID is not allowed here: "
         "profiling then costs 15-25% of the throughput (run as root or with ptrace_scope 0 for the cheaper way)",

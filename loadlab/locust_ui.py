@@ -44,9 +44,10 @@ from loadlab.processes import (
     locust_web_argv,
     uvicorn_argv,
 )
+from loadlab.recording import Recording
 from loadlab.results import new_run_dir, write_json
 from loadlab.runner import LOOP_SAMPLE_HZ, PROFILE_STALL_MS, _debug_prefix, _server_command
-from loadlab.ui_tests import Recorder, Session, session_recording
+from loadlab.ui_tests import Recorder, Session
 
 
 def _loadtests() -> Path:
@@ -214,7 +215,7 @@ def server_command(cfg: ProfileConfig, port: int) -> tuple[list[str], dict[str, 
     env.setdefault("LOADLAB_STALL_MS", str(PROFILE_STALL_MS))
     if cfg.profile:
         env.setdefault(LOOP_SAMPLE_ENV, str(LOOP_SAMPLE_HZ))
-        for key, value in session_recording(cfg).app_env().items():
+        for key, value in Recording.of(cfg).app_env().items():
             env.setdefault(key, value)
     return argv, env
 

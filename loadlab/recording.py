@@ -44,6 +44,7 @@ from typing import Any
 
 import psutil
 
+from loadlab.config import ProfileConfig
 from loadlab.instrument import LOOP_STACKS_ENV
 from loadlab.processes import PYSPY_STOP_LADDER, ManagedProcess, pyspy_argv
 
@@ -70,16 +71,10 @@ def split_recording(*, server: str, workers: int, attach: bool) -> bool:
     return server == "uvicorn" and workers == 1 and not attach and can_split()
 
 
-LOOP_BY_APP_ENV = "LOADLAB_LOOP_BY_APP"  # "1": record the loop by the app's sampler (not yet the default)
-
-
-def loop_by_sampler(*, split: bool, instrument: bool, native: bool, asked: bool | None = None) -> bool:
+def loop_by_sampler(*, split: bool, instrument: bool, native: bool, asked: bool) -> bool:
     """Whether the loop's stacks come from the app's own loop sampler (exact, at ``--rate``) and
-    py-spy records the rest of the server without pausing it, at a fifth of the rate. Opt-in
-    (``LOADLAB_LOOP_BY_APP=1``) until the suite's timing-sensitive tests hold with it (see the
-    README's "What profiling costs")."""
-    if asked is None:
-        asked = os.environ.get(LOOP_BY_APP_ENV, "").strip() == "1"
+    py-spy records the rest of the server without pausing it, at a fifth of the rate: when asked
+    (``--loop-by-app``, the default), one process's loop, instrumented, and not ``--native``."""
     return asked and split and instrument and not native
 
 
@@ -100,11 +95,20 @@ class Recording:
 
     @classmethod
     def plan(
-        cls, *, rate: int, server: str, workers: int, attach: bool, instrument: bool, native: bool, nonblocking: bool
-    ) -> Recording:
+        cls, *, rate: int, server: str, workers: int, attach: bool, instrument: bool, native: bool, nonblocking: bool,
+        loop_by_app: bool,
+    ) -> Recording:  # fmt: skip
         split = split_recording(server=server, workers=workers, attach=attach)
-        loop_by_app = loop_by_sampler(split=split, instrument=instrument, native=native)
+        loop_by_app = loop_by_sampler(split=split, instrument=instrument, native=native, asked=loop_by_app)
         return cls(rate, split, loop_by_app, native, nonblocking)
+
+    @classmethod
+    def of(cls, cfg: ProfileConfig, *, attach: bool = False) -> Recording:
+        """The plan for a run of ``cfg`` (``attach``: py-spy attaches once remote Locust workers came)."""
+        return cls.plan(
+            rate=cfg.rate, server=cfg.server, workers=cfg.workers, attach=attach, instrument=cfg.instrument,
+            native=cfg.native, nonblocking=cfg.nonblocking, loop_by_app=cfg.loop_by_app,
+        )  # fmt: skip
 
     @property
     def pyspy_rate(self) -> int:

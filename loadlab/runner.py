@@ -436,10 +436,7 @@ def _start_server(
     # so those are recorded with --subprocesses as before. With the app instrumented, its loop
     # sampler has the loop's exact stacks, and py-spy records the rest without pausing the server
     # (loadlab.recording).
-    plan = Recording.plan(
-        rate=cfg.rate, server=cfg.server, workers=cfg.workers, attach=bool(cfg.expect_workers),
-        instrument=cfg.instrument, native=cfg.native, nonblocking=cfg.nonblocking,
-    )  # fmt: skip
+    plan = Recording.of(cfg, attach=bool(cfg.expect_workers))
     profiler, recorders = None, None
     if cfg.profile:
         env.setdefault(LOOP_SAMPLE_ENV, str(LOOP_SAMPLE_HZ))

@@ -66,15 +66,7 @@ class Session:
     @functools.cached_property
     def recording(self) -> Recording:
         """Planned once per session (each test and the idle baseline read it)."""
-        return session_recording(self.cfg)
-
-
-def session_recording(cfg: ProfileConfig) -> Recording:
-    """How each test of a session is recorded: as ``loadlab profile`` would, py-spy attached by PID."""
-    return Recording.plan(
-        rate=cfg.rate, server=cfg.server, workers=cfg.workers, attach=False, instrument=cfg.instrument,
-        native=cfg.native, nonblocking=cfg.nonblocking,
-    )  # fmt: skip
+        return Recording.of(self.cfg)
 
 
 def _one(by_pid: dict[int, dict[str, Any]] | None) -> dict[str, Any] | None:

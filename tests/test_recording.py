@@ -17,11 +17,13 @@ import httpx
 import psutil
 import pytest
 
+from loadlab import cli
 from loadlab.analysis.stacks import Role, parse_raw
 from loadlab.instrument import LOOP_STACKS_ENV, LoopStacks
 from loadlab.processes import ManagedProcess, ProfiledServer, free_port, pyspy_argv, pyspy_binary, wait_ready
 from loadlab.recording import (
     ChildRecorders,
+    Recording,
     _Child,
     can_split,
     child_rate,
@@ -108,10 +110,28 @@ def test_without_the_apps_stacks_pyspys_loop_is_kept_and_said(tmp_path: Path) ->
     assert "thread (11): MainThread;run (loop.py:1);serve (app.py:3) 20" in main.read_text()
     assert summary["loop"] == "py-spy" and "did not answer" in summary["loop_note"]
     assert loop_by_sampler(split=True, instrument=True, native=False, asked=True)
-    assert not loop_by_sampler(split=True, instrument=True, native=False, asked=False)  # opt-in for now
+    assert not loop_by_sampler(split=True, instrument=True, native=False, asked=False)  # --loop-by-pyspy
     assert not loop_by_sampler(split=True, instrument=True, native=True, asked=True)  # C frames need the pause
     assert not loop_by_sampler(split=True, instrument=False, native=False, asked=True)  # no sampler in the app
     assert not loop_by_sampler(split=False, instrument=True, native=False, asked=True)  # workers: loops are children
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "by_app"),
+    [([], {}, True), (["--loop-by-pyspy"], {}, False), ([], {"LOADLAB_LOOP_BY_APP": "0"}, False),
+     (["--loop-by-app"], {"LOADLAB_LOOP_BY_APP": "0"}, True)],
+)  # fmt: skip
+def test_the_loop_is_the_apps_by_default_and_pyspys_when_asked(
+    args: list[str], env: dict[str, str], by_app: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    ctx = cli.profile.make_context("profile", args)
+    plan = Recording.of(cli._target_config(ctx.params))
+    assert plan.loop_by_app is by_app
+    argv = plan.pyspy_argv(Path("/tmp/x.txt"))
+    rate = argv[argv.index("--rate") + 1]
+    assert (rate, "--nonblocking" in argv) == (("20", True) if by_app else ("100", False)), argv
 
 
 def _spin(seconds: float) -> None:
@@ -280,6 +300,7 @@ def test_a_process_pools_workers_are_recorded_apart_and_still_analysed(tmp_path:
     data = run_json(out)
     profiler = data["profiler"]
     assert profiler["mode"] == "split" and profiler["children_rate"] == 10
+    assert profiler["loop"] == "sampler" and profiler["rate"] == 20 and profiler["nonblocking"], profiler  # the default
     sampled = [c for c in profiler["children"] if c["samples"] > 0]
     assert len(sampled) >= 2, profiler  # the two pool workers (and multiprocessing's resource tracker)
     assert all(c["exit_code"] == 0 for c in profiler["children"]), profiler

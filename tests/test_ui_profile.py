@@ -161,6 +161,10 @@ def test_web_ui_profiles_each_test_and_compares_them(tmp_path: Path) -> None:
         assert first["config"]["users"] == 11
         # Recorded as `loadlab profile` records: the server alone, the demo's pool by recorders of its own.
         assert first["profiler"]["mode"] == "split" and first["profiler"]["cpu_percent"] > 0
+        # The loop's stacks from the app's sampler, cut to each test (not the session so far).
+        for test in (first, second):
+            assert test["profiler"]["loop"] == "sampler", test["profiler"]
+            assert test["profiler"]["loop_seconds"] < test["timings_s"]["load"] + 2.5, test["profiler"]
         assert [c for c in first["profiler"]["children"] if c["samples"] > 0 and c["exit_code"] == 0]
         assert any(t["role"] == "process-pool child" for t in first["analysis"]["threads"])
         assert [e["users"] for e in second["ui"]["edits"]] == [15]
