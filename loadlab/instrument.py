@@ -1197,6 +1197,18 @@ def _describe(code: CodeType) -> dict[str, Any]:
     return {"function": code.co_qualname, "file": code.co_filename, "line": code.co_firstlineno}
 
 
+def _app_packages(app: Any) -> list[str]:
+    """The top-level package of each layer of the app, outermost first (``app = Timer(FastAPI())``:
+    the user's module, then ``fastapi``): which framework serves it, even when its own code is
+    too quick for any sample to catch."""
+    out: list[str] = []
+    node, seen = app, 0
+    while node is not None and seen < 16:
+        out.append(type(node).__module__.split(".", 1)[0])
+        node, seen = getattr(node, "app", None), seen + 1
+    return list(dict.fromkeys(out))
+
+
 def app_map(app: Any) -> dict[str, Any]:
     """Where each piece of the app's code sits, for ``/debug/routes``: route endpoints, the
     dependencies of each route (from FastAPI's dependency graph), and the middleware every
@@ -1214,6 +1226,7 @@ def app_map(app: Any) -> dict[str, Any]:
             ({**_describe(c), "routes": sorted(paths)} for c, paths in deps.items()), key=lambda d: d["function"]
         ),
         "middleware": [_describe(c) for c in _middleware_codes(app) if is_application_file(c.co_filename)],
+        "packages": _app_packages(app),
     }
 
 

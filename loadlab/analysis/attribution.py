@@ -177,7 +177,7 @@ def analyse_profile(
     worker_lock_at: dict[str, Counter[tuple[str, int]]] = {}
     worker_routes: dict[str, Counter[str | None]] = {}
     worker_pool: dict[str, Counter[str]] = {}
-    framework = detect_framework(profile)
+    framework = detect_framework(profile, app.packages)
     pool_of = thread_pools(profile, framework)
     pool_busy: Counter[str] = Counter()
     thread_busy: Counter[ThreadKey] = Counter()

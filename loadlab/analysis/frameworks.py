@@ -93,15 +93,20 @@ def _package(frame: Frame) -> str | None:
     return None
 
 
-def detect_framework(profile: Profile) -> str | None:
+def detect_framework(profile: Profile, app_packages: tuple[str, ...] = ()) -> str | None:
     """The web framework the server ran: the most specific of :data:`FRAMEWORKS` whose package
-    has frames in the event loop's or the pools' samples; None for a raw ASGI app."""
+    has frames in the event loop's or the pools' samples, else the one the app is made of
+    (``routes.json``'s ``packages``: a framework whose request handling is too quick for any
+    sample to catch, as Falcon's on a route that hands all its work to a pool); None for a raw
+    ASGI app."""
     seen: Counter[str] = Counter()
     for s in profile.stacks:
         if profile.threads[s.thread].role in (Role.OTHER, Role.POOL_CHILD, Role.EXECUTOR):
             continue
         for pkg in set(FRAMEWORKS).intersection(_package(f) for f in s.frames):
             seen[pkg] += s.count
+    for pkg in set(FRAMEWORKS).intersection(app_packages):
+        seen[pkg] += 1
     return next((fw for fw in FRAMEWORKS if seen[fw] > 0), None)
 
 

@@ -29,6 +29,7 @@ class AppMap:
     routes: dict[Key, str] = field(default_factory=dict)
     dependencies: dict[Key, tuple[str, ...]] = field(default_factory=dict)
     middleware: frozenset[Key] = frozenset()
+    packages: tuple[str, ...] = ()  # the top-level package of each layer of the app (fastapi, falcon…)
 
     @property
     def app_routes(self) -> tuple[str, ...]:
@@ -55,9 +56,10 @@ def load_app_map(path: Path | None) -> AppMap:
             for d in data.get("dependencies", [])
         }
         middleware = frozenset((str(m["function"]), str(m["file"])) for m in data.get("middleware", []))
+        packages = tuple(str(p) for p in data.get("packages", []))
     except (AttributeError, KeyError, TypeError):
         raise StoredDataError(f'{path}: expected {{"routes": [{{"path", "function", "file"}}, …], …}}') from None
-    return AppMap(routes, deps, middleware)
+    return AppMap(routes, deps, middleware, packages)
 
 
 def _keys(frame: Frame) -> tuple[Key, Key]:
