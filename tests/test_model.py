@@ -221,3 +221,20 @@ def test_demands_measured_from_a_real_mixed_run() -> None:
 def test_no_profile_no_model() -> None:
     run = json.loads(SHOP.read_text())
     assert measure_demands({**run, "analysis": None}) is None
+
+
+def test_the_bottleneck_names_only_blockers_that_round_to_a_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loadlab.analysis import verdicts
+
+    route = {"route": "/x", "demands_ms": {"event loop": 51.0}, "delay_ms": 0.4, "predicted_rps": 19.5,
+             "measured_rps": 19.7, "predicted_ms": 914.0, "measured_ms": 917.0, "requests": 170}  # fmt: skip
+    model = {"predicted_rps": 19.5, "measured_rps": 19.7, "ratio": 1.01, "bottleneck": "event loop",
+             "utilisation": {"event loop": 1.0}, "knee_users": 1.0, "users": 18, "think_ms": 0.0,
+             "routes": [route], "what_ifs": []}  # fmt: skip
+    monkeypatch.setattr(verdicts, "model_of", lambda run: model)
+    blockers = [
+        {"function": "blocking_sleep", "file": "/app/io.py", "share": 0.86},
+        {"function": "thread_name", "file": "/app/params.py", "share": 0.004},  # a call the handler makes, ~0%
+    ]
+    text = verdicts.model_verdicts({"analysis": {"loop": {"blockers": blockers}}})[0].text
+    assert "held mostly by `blocking_sleep` (86%)." in text and "thread_name" not in text, text

@@ -22,6 +22,8 @@ LOCK_WAIT_SHARE = 0.3
 SATURATED = 0.8
 # The loop sampler found the loop waiting for a GIL held by computing threads this often.
 GIL_STARVED_SHARE = 0.15
+# A blocker named as what held the loop shows at least 1% once rounded.
+HELD_MIN_SHARE = 0.005
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,11 @@ def model_verdicts(run: dict[str, Any]) -> list[Verdict]:
     held = ""
     if name == LOOP:
         top = sorted(
-            (b for b in ((run.get("analysis") or {}).get("loop") or {}).get("blockers", []) if b.get("file")),
+            (
+                b
+                for b in ((run.get("analysis") or {}).get("loop") or {}).get("blockers", [])
+                if b.get("file") and b["share"] >= HELD_MIN_SHARE
+            ),
             key=lambda b: -b["share"],
         )[:3]
         if top:
