@@ -60,7 +60,8 @@ def test_the_route_map_is_read_from_the_framework_router(framework: str) -> None
 
 def test_a_framework_no_sample_caught_is_known_from_the_app() -> None:
     # Falcon hands /sync's work to the loop's executor and leaves no frame there; its own handling
-    # on the loop took ~2% of the time, and a run's 10 looks at it can all miss (CI, issue 18).
+    # on the loop took ~2% of the time, and a run's 10 looks at it can all miss (seen in a
+    # fresh-clone run of the suite, issue 18).
     executor = (
         'process 1:"python app";thread (2): uvloop_0;_worker (/usr/lib/python3.11/concurrent/futures/thread.py:83);'
         "sync_report (/app/app.py:30) 7"

@@ -219,7 +219,7 @@ def test_blocker_verdict_gives_the_whatif_command() -> None:
             "tags": ["blocking-sleep"],
             "users": 10,
             "duration": 4.0,
-        },
+        },  # fmt: skip
         "analysis": {
             "loop": {
                 "busy_share": 0.9,
@@ -236,7 +236,7 @@ def test_blocker_verdict_gives_the_whatif_command() -> None:
                     }
                 ],
             }
-        },
+        },  # fmt: skip
         "stats": [],
     }
     [verdict] = blocker_verdicts(run)
