@@ -94,21 +94,11 @@ class Recording:
     nonblocking: bool = False
 
     @classmethod
-    def plan(
-        cls, *, rate: int, server: str, workers: int, attach: bool, instrument: bool, native: bool, nonblocking: bool,
-        loop_by_app: bool,
-    ) -> Recording:  # fmt: skip
-        split = split_recording(server=server, workers=workers, attach=attach)
-        loop_by_app = loop_by_sampler(split=split, instrument=instrument, native=native, asked=loop_by_app)
-        return cls(rate, split, loop_by_app, native, nonblocking)
-
-    @classmethod
     def of(cls, cfg: ProfileConfig, *, attach: bool = False) -> Recording:
         """The plan for a run of ``cfg`` (``attach``: py-spy attaches once remote Locust workers came)."""
-        return cls.plan(
-            rate=cfg.rate, server=cfg.server, workers=cfg.workers, attach=attach, instrument=cfg.instrument,
-            native=cfg.native, nonblocking=cfg.nonblocking, loop_by_app=cfg.loop_by_app,
-        )  # fmt: skip
+        split = split_recording(server=cfg.server, workers=cfg.workers, attach=attach)
+        by_app = loop_by_sampler(split=split, instrument=cfg.instrument, native=cfg.native, asked=cfg.loop_by_app)
+        return cls(cfg.rate, split, by_app, cfg.native, cfg.nonblocking)
 
     @property
     def pyspy_rate(self) -> int:
