@@ -434,6 +434,8 @@ class LoopSampler:
         self.ticks = 0
         self.outside_app = 0  # parked, or in the server's and framework's own code
         self.gil_ticks = 0  # the loop waited for a GIL other threads held while they computed
+        self.alarm_ticks = 0  # looks that met the loop-stacks timer's alarm (see sample)
+        self.stacks: LoopStacks | None = None  # set when the loop's stacks are recorded in the app
         self._files = ThreadFiles(loop_native_tid)
         self.gil_futexes: frozenset[str] = frozenset()  # learnt when the sampler starts
         self._last: _Counters | None = None
@@ -502,6 +504,12 @@ class LoopSampler:
             # Waiting for the GIL: the one this sampler took from it while it ran Python, or one
             # other threads held while they computed.
             kind = "gil" if _others_computed(last, now) else "cpu"
+        if kind != "wait" and self.stacks is not None and time.perf_counter() >= self.stacks.due:
+            # The loop-stacks timer came due during this look, and its handler has not run: the
+            # alarm woke a waiting loop, which now waits for the GIL this sampler holds — as a
+            # computing one would. Neither kind can be told: the look counts for none.
+            self.alarm_ticks += 1
+            return
         if kind == "gil":
             self.gil_ticks += 1
         frame = enclosing_frame(frames)
@@ -555,6 +563,7 @@ class LoopSampler:
             "ticks": self.ticks,
             "outside_app": self.outside_app,
             "gil_ticks": self.gil_ticks,
+            "alarm_ticks": self.alarm_ticks,
             "samples": samples,
         }
 
@@ -600,6 +609,7 @@ class LoopStacks:
         self._previous: Any = None
         self._running = False
         self._entries: dict[CodeType, int] = {}  # each code's RESUME: a frame there has not begun
+        self.due = math.inf  # when the next alarm comes due (perf_counter), while the timer runs
 
     def start(self) -> bool:
         """Arm the timer (from the loop's thread); False, with :attr:`unavailable` set, if it cannot."""
@@ -613,7 +623,7 @@ class LoopStacks:
         self._previous = signal.signal(signal.SIGALRM, self._on_alarm)
         signal.siginterrupt(signal.SIGALRM, False)
         self._running = True
-        signal.setitimer(signal.ITIMER_REAL, self.interval_s, self.interval_s)
+        self._arm(self.interval_s)
         # A server that exits without its lifespan's shutdown: disarmed before Python gives SIGALRM
         # its default action back (which would end the process by the signal, not its own exit).
         atexit.register(self.stop)
@@ -624,6 +634,7 @@ class LoopStacks:
         if not self._running:
             return
         self._running = False
+        self.due = math.inf
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
         atexit.unregister(self.stop)
         if signal.getsignal(signal.SIGALRM) == self._on_alarm:
@@ -635,7 +646,7 @@ class LoopStacks:
         now = time.perf_counter()
         # The next alarm a little earlier or later: a period equal to something the loop does
         # periodically (the lag probe's 10 ms) would otherwise see it in the same phase every time.
-        signal.setitimer(signal.ITIMER_REAL, self.interval_s * random.uniform(0.5, 1.5), self.interval_s)
+        self._arm(self.interval_s * random.uniform(0.5, 1.5))
         last, self._last = self._last, now
         if self._first is None:
             self._first = now
@@ -654,6 +665,11 @@ class LoopStacks:
         stack = tuple(key)
         self.stacks[stack] = self.stacks.get(stack, 0.0) + weight
         self.looks += 1
+
+    def _arm(self, delay_s: float) -> None:
+        # Due a little before the kernel's expiry (read before it is set): never after it.
+        self.due = time.perf_counter() + delay_s
+        signal.setitimer(signal.ITIMER_REAL, delay_s, self.interval_s)
 
     def _at_entry(self, frame: FrameType) -> bool:
         code = frame.f_code
@@ -944,7 +960,8 @@ class Instrumentation:
                 self.sampler.start()
         if self.stacks_hz > 0:
             self.stacks = LoopStacks(self.stacks_hz)
-            self.stacks.start()
+            if self.stacks.start() and self.sampler is not None:
+                self.sampler.stacks = self.stacks
 
     async def stop(self) -> None:
         if self.stacks is not None:

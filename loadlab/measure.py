@@ -173,6 +173,7 @@ def samples_since(before: dict[str, Any] | None, now: dict[str, Any]) -> dict[st
         "ticks": now.get("ticks", 0) - before.get("ticks", 0),
         "outside_app": now.get("outside_app", 0) - before.get("outside_app", 0),
         "gil_ticks": now.get("gil_ticks", 0) - before.get("gil_ticks", 0),
+        "alarm_ticks": now.get("alarm_ticks", 0) - before.get("alarm_ticks", 0),
         "samples": samples,
     }
 
@@ -237,5 +238,6 @@ def samples_between(before: dict[int, dict[str, Any]] | None, now: dict[int, dic
         "ticks": sum(int(p.get("ticks") or 0) for p in parts),
         "outside_app": sum(int(p.get("outside_app") or 0) for p in parts),
         "gil_ticks": sum(int(p.get("gil_ticks") or 0) for p in parts),
+        "alarm_ticks": sum(int(p.get("alarm_ticks") or 0) for p in parts),
         "samples": samples,
     }

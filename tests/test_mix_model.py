@@ -97,5 +97,7 @@ def test_a_what_if_holds_when_the_fix_is_made(tmp_path: Path, before: str, after
         assert result.returncode == 0, result.stderr[-2000:]
         runs.append(run_json(tmp_path / tag))
     check = what_if_check(runs[0], runs[1], function)
-    assert check is not None and check["to"] == "the threadpool"
+    blocker = [b for b in runs[0]["analysis"]["loop"]["blockers"] if b["function"] == function]
+    ticks = {k: v for k, v in (runs[0].get("loop_samples") or {}).items() if k != "samples"}
+    assert check is not None and check["to"] == "the threadpool", (check, blocker, ticks)
     assert abs(check["ratio"] - 1) <= FIT, check

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 
 from loadlab import cli
 from loadlab.analysis.stacks import Role, parse_raw
-from loadlab.instrument import LOOP_STACKS_ENV, LoopStacks
+from loadlab.instrument import LOOP_STACKS_ENV, LoopSampler, LoopStacks, gil_futexes
 from loadlab.processes import ManagedProcess, ProfiledServer, free_port, pyspy_argv, pyspy_binary, wait_ready
 from loadlab.recording import (
     ChildRecorders,
@@ -190,6 +191,44 @@ def test_loop_stacks_see_the_main_thread_where_it_is() -> None:
     for name in ("_spin", "_nap", "_c_holding_the_gil"):
         assert 0.2 < shares.get(name, 0.0) < 0.47, (name, shares, snap["looks"])
     assert 0.8 < sum(c for _, c in snap["stacks"]) / (snap["seconds"] * 200) < 1.25  # type: ignore[attr-defined,operator]
+
+
+@pytest.mark.timeout(60, method="thread")
+def test_a_sleeping_loop_woken_by_the_stacks_alarm_is_not_read_as_computing() -> None:
+    # The alarm wakes a sleeping loop, which then waits for the GIL the loop sampler holds while
+    # it looks, as a computing loop would (seen in CI: a time.sleep offered to a process pool).
+    # Each look here keeps the GIL 3 ms, so about a third of them meet an alarm.
+    stacks = LoopStacks(100)
+    sampler = LoopSampler(None, threading.get_ident(), threading.get_native_id(), hz=100)  # type: ignore[arg-type]
+    sampler.gil_futexes = gil_futexes()
+    sampler.stacks = stacks
+    read = sampler._files.sched_ns
+
+    def slow_read() -> tuple[int, int]:
+        _spin(0.003)
+        return read()
+
+    sampler._files.sched_ns = slow_read  # type: ignore[method-assign]
+    done = threading.Event()
+
+    def look() -> None:
+        while not done.is_set():
+            sampler.sample()
+            time.sleep(0.004)
+
+    assert stacks.start(), stacks.unavailable
+    looker = threading.Thread(target=look, daemon=True)
+    looker.start()
+    try:
+        _nap(1.5)
+    finally:
+        done.set()
+        looker.join(5)
+        stacks.stop()
+        sampler.stop()
+    cpu, wait, gil = (sum(c[i] for c in sampler.counts.values()) for i in range(3))
+    assert sampler.alarm_ticks >= 10, (sampler.alarm_ticks, sampler.ticks)
+    assert cpu + gil <= 0.05 * (cpu + wait + gil), (cpu, wait, gil, sampler.alarm_ticks)
 
 
 def test_a_process_that_never_stops_its_loop_stacks_still_exits_by_itself(tmp_path: Path) -> None:
