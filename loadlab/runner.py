@@ -59,6 +59,7 @@ from loadlab.processes import (
 from loadlab.progress import Progress
 from loadlab.recording import Recording, median_cpu
 from loadlab.redact import redact_url, scrub_folder
+from loadlab.render.charts import preload as preload_charts
 from loadlab.report import render_run, write_comparison
 from loadlab.results import (
     RAW_PROFILE,
@@ -445,6 +446,7 @@ def _start_server(
         profiler = plan.pyspy_argv(run.dir / RAW_PROFILE)
         recorders = plan.child_recorders(run.dir / RAW_PROFILE, run.dir / "py-spy-children.log")
     what = plan.describe() if cfg.profile else "no profiler"
+    preload_charts()  # the report's matplotlib, imported on the other core while the server starts
     with run.phase("server", progress, f"starting {cfg.app} on {base} ({what})"):
         # Workers started elsewhere may take a while to come: py-spy then attaches when the load
         # begins, so the wait is not in the profile.

@@ -1,29 +1,49 @@
-"""Charts of a run with matplotlib, as PNG bytes for embedding in a self-contained HTML page."""
+"""Charts of a run with matplotlib, as PNG bytes for embedding in a self-contained HTML page.
+
+matplotlib is imported on first use, not with this module: it takes ~0.4 s of CPU, which every
+``loadlab profile`` paid before its run began. :func:`preload` imports it from a thread while the
+server starts (its own start-up runs on the other core), so the report finds it ready.
+"""
 
 from __future__ import annotations
 
 import csv
+import functools
 import html
 import io
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+from loadlab.results import AGGREGATED
 
-matplotlib.use("Agg")  # no display; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from loadlab.results import AGGREGATED  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SIZE = (7.2, 2.6)
+
+
+@functools.cache
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # must precede pyplot
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def preload() -> None:
+    """Import matplotlib in a daemon thread, now, rather than when the first chart is drawn."""
+    threading.Thread(target=_pyplot, name="loadlab-import-matplotlib", daemon=True).start()
 
 
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -65,7 +85,7 @@ def throughput_chart(history: list[dict[str, float]], edits: list[dict[str, Any]
     if not history:
         return None
     t = [p["t"] for p in history]
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = _pyplot().subplots(figsize=SIZE)
     ax.plot(t, [p["rps"] for p in history], color="#1f77b4", label="requests/s")
     for edit in edits or []:
         ax.axvline(float(edit["t"]), color="#555555", linestyle=":", linewidth=1)
@@ -94,7 +114,7 @@ def loop_chart_svg(
     if not pts:
         return None
     t = [p["t"] for p in pts]
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = _pyplot().subplots(figsize=SIZE)
     ax.plot(t, [p["lag_ms"]["p99"] for p in pts], color="#ff7f0e", label="loop lag p99 (ms)")
     ax.plot(t, [p["lag_ms"]["max"] for p in pts], color="#d62728", label="loop lag max (ms)")
     marked: list[dict[str, Any]] = []
@@ -118,7 +138,7 @@ def loop_chart_svg(
     buf = io.StringIO()
     fig.tight_layout()
     fig.savefig(buf, format="svg")
-    plt.close(fig)
+    _pyplot().close(fig)
     svg = buf.getvalue()
     svg = svg[svg.index("<svg") :]  # inline in HTML: no XML prolog or doctype
     for i, stall in enumerate(marked):
@@ -144,7 +164,7 @@ def threadpool_chart(series: list[dict[str, Any]]) -> bytes | None:
     if not pts:
         return None
     t = [p["t"] for p in pts]
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = _pyplot().subplots(figsize=SIZE)
     ax.plot(t, [p["threadpool"]["borrowed"] for p in pts], color="#1f77b4", label="threads busy")
     ax.plot(t, [p["threadpool"]["total"] for p in pts], color="#7f7f7f", linestyle=":", label="thread limit")
     ax.plot(t, [p["threadpool"]["waiting"] for p in pts], color="#d62728", label="tasks waiting for a thread")
@@ -158,7 +178,7 @@ def blockers_chart(blockers: list[dict[str, Any]]) -> bytes | None:
     rows = [b for b in blockers if b["share"] > 0][:8]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(SIZE[0], 0.45 * len(rows) + 1.0))
+    fig, ax = _pyplot().subplots(figsize=(SIZE[0], 0.45 * len(rows) + 1.0))
     colors = {"wait": "#2ca02c", "cpu": "#d62728", "unknown": "#7f7f7f", "framework": "#9ecae1"}
     labels = [f"{b['function']} ({b['kind']})" for b in rows][::-1]
     ax.barh(
@@ -175,7 +195,7 @@ def blockers_chart(blockers: list[dict[str, Any]]) -> bytes | None:
 def comparison_chart(names: list[str], values: list[float], label: str) -> bytes | None:
     if not names:
         return None
-    fig, ax = plt.subplots(figsize=(SIZE[0], 0.45 * len(names) + 1.0))
+    fig, ax = _pyplot().subplots(figsize=(SIZE[0], 0.45 * len(names) + 1.0))
     ax.barh(names[::-1], values[::-1], color="#1f77b4")
     ax.set_xlabel(label)
     return _png(fig)
