@@ -7,7 +7,8 @@ mostly waste: a process pool's idle workers and multiprocessing's resource track
 (``benchmarks/pyspy_cost.py``). So for such a server the main recorder samples the server's own
 process only (exact, at ``--rate``), and :class:`ChildRecorders` attaches one ``py-spy record
 --pid`` per child, found by polling the tree twice a second: ``--nonblocking`` (nothing there needs
-an exact stack) at a tenth of the rate. At the end, :meth:`ChildRecorders.merge_into` writes one
+an exact stack) at a tenth of the rate. multiprocessing's resource tracker runs no app code, and
+gets none. At the end, :meth:`ChildRecorders.merge_into` writes one
 ``profile.raw.txt`` as ``--subprocesses`` would have: every line gets its ``process …`` prefix,
 and a child's counts are multiplied by the rate ratio, so a count still means "this many of the
 main recorder's samples" and shares across processes stay comparable.
@@ -52,6 +53,7 @@ CHILD_RATE_DIVISOR = 10  # children are sampled at a tenth of the loop's rate
 PROCESS_RATE_DIVISOR = 5  # with the loop sampled by the app: py-spy on the server at a fifth of it
 LOOP_SAMPLER_MAX_HZ = 400  # the app's loop sampler's own bound (LOADLAB_LOOP_SAMPLE_HZ)
 POLL_S = 0.5
+HELPER_MARK = "multiprocessing.resource_tracker"  # a child that is never recorded
 MIN_AGE_S = 0.5  # a child younger than this may not have its interpreter up yet
 
 
@@ -223,6 +225,8 @@ class ChildRecorders:
                 if proc.pid in self.children or now - proc.create_time() < MIN_AGE_S or not _is_python(proc):
                     continue
                 command = _cmdline(proc)
+                if HELPER_MARK in command:
+                    continue  # multiprocessing's resource tracker: no app code runs there
                 chain = [process_frame(p.pid, _cmdline(p)) for p in reversed(proc.parents()) if p.pid in pids]
                 chain.append(process_frame(proc.pid, command))
                 output = self.main_output.with_name(f".{self.main_output.stem}.child-{proc.pid}.txt")

@@ -277,8 +277,9 @@ def test_a_recorder_per_child_and_none_without_children(children: int, tmp_path:
     if not children:
         assert rec.children == {}  # nothing to sample, no recorder
         return
-    # The spawned child, and multiprocessing's resource tracker that spawning starts too.
+    # The spawned child; not multiprocessing's resource tracker, which spawning starts too.
     assert any("spawn_main" in c.command for c in rec.children.values()), rec.children
+    assert not any("resource_tracker" in c.command for c in rec.children.values()), rec.children
     for child in rec.children.values():
         assert child.exit_code == 0, (tmp_path / "children.log").read_text()
         assert "--nonblocking" in child.recorder.argv and "--subprocesses" not in child.recorder.argv
@@ -341,7 +342,7 @@ def test_a_process_pools_workers_are_recorded_apart_and_still_analysed(tmp_path:
     assert profiler["mode"] == "split" and profiler["children_rate"] == 10
     assert profiler["loop"] == "sampler" and profiler["rate"] == 20 and profiler["nonblocking"], profiler  # the default
     sampled = [c for c in profiler["children"] if c["samples"] > 0]
-    assert len(sampled) >= 2, profiler  # the two pool workers (and multiprocessing's resource tracker)
+    assert len(sampled) >= 2, profiler  # the two pool workers
     assert all(c["exit_code"] == 0 for c in profiler["children"]), profiler
     pool = {t["pid"] for t in data["analysis"]["threads"] if t["role"] == Role.POOL_CHILD.value}
     assert len(pool) >= 2, data["analysis"]["threads"]
