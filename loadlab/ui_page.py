@@ -90,9 +90,8 @@ def _latest(folder: Path, no_profile: bool) -> str:
     phase = _phase(info, run)
     tags = ", ".join(info.get("tags") or []) or "all tasks"
     out = [f"<h2>{folder.name}: {escape(phase)}</h2>"]
-    out.append(
-        f"<p class=muted>{info.get('users', '?')} users, tags: {escape(tags)}, host {escape(str(info.get('host')))}</p>"
-    )
+    host = f", host {escape(str(info['host']))}" if info.get("host") else ""  # empty: Locust's -H, the app
+    out.append(f"<p class=muted>{info.get('users', '?')} users, tags: {escape(tags)}{host}</p>")
     if phase == "running":
         live = read_json(folder / "live.json") or {}
         if no_profile:

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from loadlab.processes import LOOPBACK, free_port
-from loadlab.ui_page import safe_file  # not ui_plugin: importing Locust would patch pytest with gevent
+from loadlab.ui_page import _latest, safe_file  # not ui_plugin: importing Locust would patch pytest with gevent
 from tests.helpers import CHROMIUM, CHROMIUM_ARGS, REPO, assert_all_stopped, tiny_blocking_app
 
 pytestmark = pytest.mark.live
@@ -181,6 +181,16 @@ def test_web_ui_profiles_each_test_and_compares_them(tmp_path: Path) -> None:
         for bad in ("../run.json", "%2e%2e/%2e%2e/etc/hostname", "/etc/hostname", "test-1/leak", "test-1/../../x"):
             assert httpx.get(f"{ui.url}/loadlab/runs/{bad}", timeout=10, follow_redirects=True).status_code == 404, bad
         assert httpx.get(ui.url + "/loadlab/compare?a=test-1&b=..", timeout=10).status_code == 404
+
+
+def test_a_tests_header_names_its_host_only_when_the_form_gave_one(tmp_path: Path) -> None:
+    folder = tmp_path / "test-1"
+    folder.mkdir()
+    info = {"test": 1, "state": "stopped", "users": 11, "tags": ["blocking"], "host": ""}
+    (folder / "ui-test.json").write_text(json.dumps(info))
+    assert "11 users, tags: blocking</p>" in _latest(folder, no_profile=False)  # not "…, host </p>"
+    (folder / "ui-test.json").write_text(json.dumps({**info, "host": "http://127.0.0.1:8000"}))
+    assert "tags: blocking, host http://127.0.0.1:8000</p>" in _latest(folder, no_profile=False)
 
 
 def test_safe_file_keeps_to_the_session(tmp_path: Path) -> None:
