@@ -117,7 +117,7 @@ def server(
         # As `loadlab profile` runs it (runner._start_server): the app's loop sampler always, its
         # loop stacks and a slower non-pausing py-spy when the loop is the sampler's.
         core = pin.generator if profiler.on_generator_core else pin.server
-        split = profiler.split and split_recording(server="uvicorn", workers=1, attach=False)
+        split = profiler.split and split_recording(server="uvicorn", workers=1)
         sampled = loop_by_sampler(split=split, instrument=True, native=profiler.native, asked=profiler.loop_sampler)
         plan = Recording(profiler.rate, split, sampled, profiler.native, profiler.nonblocking)
         child_env[LOOP_SAMPLE_ENV] = str(LOOP_SAMPLE_HZ)

@@ -48,15 +48,18 @@ from loadlab.agent_client import SETTINGS, read_token
 from loadlab.analysis.health import pyspy_warnings
 from loadlab.config import ConfigError, ProfileConfig, check_bind
 from loadlab.instrument import LOOP_SAMPLE_ENV
-from loadlab.measure import all_stalls, loop_samples, samples_between
-from loadlab.processes import ProcessError, ProfiledServer, free_port, pyspy_argv, upstream_stub, wait_ready
+from loadlab.measure import all_stalls, loop_samples, loop_stacks, one_process, samples_between
+from loadlab.processes import ProcessError, ProfiledServer, free_port, upstream_stub, wait_ready
+from loadlab.recording import Recording as Plan
+from loadlab.recording import stacks_between
 from loadlab.results import RAW_PROFILE
 from loadlab.ui_page import safe_file
 
 MAX_BODY = 64 * 1024  # a recording's settings; nothing bigger is read
 MAX_FILE = 512 * 1024 * 1024  # a file handed back (a raw profile of a long run is tens of MB)
 MAX_SERIES = 3600  # one point a second
-FILES = (RAW_PROFILE, "server.log", "py-spy.log", "routes.json")
+CHILDREN_LOG = "py-spy-children.log"
+FILES = (RAW_PROFILE, "server.log", "py-spy.log", CHILDREN_LOG, "routes.json")
 _ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
 
 
@@ -111,15 +114,19 @@ class Agent:
         port = free_port(self.app_host)
         argv, server_env = _server_command(cfg, port)
         env = {**env, **server_env, "LOADLAB_STALL_MS": str(PROFILE_STALL_MS)}
+        # Recorded as `loadlab profile` records (loadlab.recording): py-spy, and a recorder per
+        # child, attach when the harness says the load begins (POST …/profile), so the start-up and
+        # the wait for the harness are not in the profile; the app's loop stacks are cut there too.
+        plan, profiler, recorders = Plan.of(cfg), None, None
         if cfg.profile:
             env[LOOP_SAMPLE_ENV] = str(LOOP_SAMPLE_HZ)
-        profiler = pyspy_argv(folder / RAW_PROFILE, rate=cfg.rate, native=cfg.native, nonblocking=cfg.nonblocking)
-        # py-spy attaches when the harness says the load begins (POST …/profile): the start-up and
-        # the wait for the harness are not in the profile.
+            env.update(plan.app_env())
+            profiler = plan.pyspy_argv(folder / RAW_PROFILE)
+            recorders = plan.child_recorders(folder / RAW_PROFILE, folder / CHILDREN_LOG)
         server = children.enter_context(
             ProfiledServer(
-                argv, profiler_argv=profiler if cfg.profile else None, env=env, log_path=folder / "server.log",
-                attach=True,
+                argv, profiler_argv=profiler, env=env, log_path=folder / "server.log", attach=True,
+                children=recorders,
             )
         )  # fmt: skip
         url = f"http://{self.app_host}:{port}"
@@ -160,7 +167,10 @@ class Agent:
     def begin(self, rec: Recording) -> int | None:
         """The load begins: py-spy attaches, and the loop sampler's record starts here too."""
         if rec.debug_prefix is not None:
-            rec.samples_at_start = loop_samples(f"{rec.url}{rec.debug_prefix}/debug", rec.cfg.workers)
+            debug = f"{rec.url}{rec.debug_prefix}/debug"
+            rec.samples_at_start = loop_samples(debug, rec.cfg.workers)
+            if (recorders := rec.server.children) is not None and recorders.process_rate is not None:
+                recorders.loop_stacks_before = one_process(loop_stacks(debug))
         return rec.server.start_profiler()
 
     def stop(self, rid: str) -> dict[str, Any]:
@@ -178,10 +188,17 @@ class Agent:
                 by_pid = loop_samples(debug, rec.cfg.workers)
                 if by_pid and (merged := samples_between(rec.samples_at_start, by_pid))["ticks"]:
                     records["loop_samples"] = merged
+                if (recorders := rec.server.children) is not None and recorders.process_rate is not None:
+                    now = one_process(loop_stacks(debug))
+                    recorders.loop_stacks = stacks_between(recorders.loop_stacks_before, now)
             records["leftover_pids"] = rec.server.stop()
             rec.children.close()
             records["profiler_exit_code"] = rec.server.spy_exit_code
             records["profiler_warnings"] = pyspy_warnings(rec.server.spy_log)
+            if rec.cfg.profile and rec.server.spy is not None:
+                records["profiler"] = rec.server.children_summary or {"mode": "subprocesses", "rate": rec.cfg.rate}
+                if rec.server.children is not None:
+                    records["profiler_warnings"] += pyspy_warnings(rec.server.children.log_path)
             if rec.cfg.profile and rec.server.spy is None:
                 records["profile_error"] = "py-spy never started: the harness never said the load began"
             records["timeseries"] = rec.timeseries

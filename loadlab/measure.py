@@ -210,6 +210,11 @@ def loop_stacks(debug: str | None, processes: int = 1) -> dict[int, dict[str, An
     return per_process(debug, "stacks", processes)
 
 
+def one_process(by_pid: dict[int, dict[str, Any]] | None) -> dict[str, Any] | None:
+    """The answer of a server of one process (the first, if there are more)."""
+    return next(iter(by_pid.values())) if by_pid else None
+
+
 def all_stalls(debug: str | None, processes: int = 1) -> list[dict[str, Any]] | None:
     """The stalls every server process recorded, newest first (None without an answer)."""
     by_pid = per_process(debug, "stalls", processes)

@@ -545,8 +545,8 @@ class ProfiledServer:
 
     def __enter__(self) -> ProfiledServer:
         self.process.start()
-        if self.children is not None:
-            self.children.watch(self.server_pid)
+        if self.children is not None and self.attach_argv is None:
+            self.children.watch(self.server_pid)  # attached later: they start with py-spy
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -626,6 +626,8 @@ class ProfiledServer:
         argv = [*self.attach_argv, "--pid", str(self.process.pid)]
         self.spy = ManagedProcess(argv, name="py-spy", log_path=self.spy_log, stop_ladder=PYSPY_STOP_LADDER)
         self.spy.start()
+        if self.children is not None:
+            self.children.watch(self.server_pid)
         return self.spy.pid
 
     def stop(self) -> list[int]:

@@ -67,10 +67,12 @@ def can_split() -> bool:
         return True  # no Yama: classic ptrace rules (same user) apply
 
 
-def split_recording(*, server: str, workers: int, attach: bool) -> bool:
+def split_recording(*, server: str, workers: int) -> bool:
     """Whether a server is recorded the split way: one uvicorn process whose loop is its own (with
-    ``--workers N`` or gunicorn the loops are children, recorded with ``--subprocesses``)."""
-    return server == "uvicorn" and workers == 1 and not attach and can_split()
+    ``--workers N`` or gunicorn the loops are children, recorded with ``--subprocesses``). Also when
+    py-spy attaches only once the load begins (``--expect-workers``, the agent): the children's
+    recorders then start with it, and the app's loop stacks are cut to it."""
+    return server == "uvicorn" and workers == 1 and can_split()
 
 
 def loop_by_sampler(*, split: bool, instrument: bool, native: bool, asked: bool) -> bool:
@@ -96,9 +98,9 @@ class Recording:
     nonblocking: bool = False
 
     @classmethod
-    def of(cls, cfg: ProfileConfig, *, attach: bool = False) -> Recording:
-        """The plan for a run of ``cfg`` (``attach``: py-spy attaches once remote Locust workers came)."""
-        split = split_recording(server=cfg.server, workers=cfg.workers, attach=attach)
+    def of(cls, cfg: ProfileConfig) -> Recording:
+        """The plan for a run of ``cfg``."""
+        split = split_recording(server=cfg.server, workers=cfg.workers)
         by_app = loop_by_sampler(split=split, instrument=cfg.instrument, native=cfg.native, asked=cfg.loop_by_app)
         return cls(cfg.rate, split, by_app, cfg.native, cfg.nonblocking)
 
@@ -188,6 +190,8 @@ class ChildRecorders:
     # and (set before the server stops) the app's /debug/stacks answer, to put in place of its loop.
     process_rate: int | None = None
     loop_stacks: dict[str, Any] | None = None
+    # The app's /debug/stacks answer when py-spy attached late (the load's start): cut from the end's.
+    loop_stacks_before: dict[str, Any] | None = None
     children: dict[int, _Child] = field(default_factory=dict)
     server: tuple[int, str] | None = None  # pid, command line
     _stop: threading.Event = field(default_factory=threading.Event)

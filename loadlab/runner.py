@@ -39,6 +39,7 @@ from loadlab.measure import (
     live_stats,
     loop_samples,
     loop_stacks,
+    one_process,
     probe_service_times,
     samples_between,
     wait_quiet,
@@ -57,7 +58,7 @@ from loadlab.processes import (
     wait_ready,
 )
 from loadlab.progress import Progress
-from loadlab.recording import Recording, median_cpu
+from loadlab.recording import Recording, median_cpu, stacks_between
 from loadlab.redact import redact_url, scrub_folder
 from loadlab.render.charts import preload as preload_charts
 from loadlab.report import render_run, write_comparison
@@ -309,7 +310,10 @@ def _poll_during_load(
             if server.attach_argv is not None and server.spy is None and _load_began(run.dir / "locust.log"):
                 run.data["pids"]["profiler"] = server.start_profiler()
                 if target.debug_prefix is not None:  # the loop sampler's record starts there too
-                    samples_at_start = loop_samples(f"{target.base}{target.debug_prefix}/debug", cfg.workers)
+                    debug = f"{target.base}{target.debug_prefix}/debug"
+                    samples_at_start = loop_samples(debug, cfg.workers)
+                    if server.children is not None and server.children.process_rate is not None:
+                        server.children.loop_stacks_before = one_process(loop_stacks(debug))
             # Know every descendant by PID while it is still ours: if the master crashes, its
             # children are re-parented and could not be found from it any more.
             server.process.remember_descendants()
@@ -368,8 +372,8 @@ def _stop_server(run: Run, cfg: ProfileConfig, target: Target, progress: Progres
     if recorders is not None and recorders.process_rate is not None and target.debug_prefix is not None:
         # The loop's stacks, from the app's sampler while the app still runs (py-spy's own samples
         # of the loop are replaced by them when the profile is merged).
-        stacks = loop_stacks(f"{target.base}{target.debug_prefix}/debug")
-        recorders.loop_stacks = next(iter(stacks.values())) if stacks else None
+        now = one_process(loop_stacks(f"{target.base}{target.debug_prefix}/debug"))
+        recorders.loop_stacks = stacks_between(recorders.loop_stacks_before, now)  # since py-spy attached
     with run.phase(
         "stopping", progress, "stopping the server" + (" (py-spy writes the profile)" if cfg.profile else "")
     ):
@@ -437,7 +441,7 @@ def _start_server(
     # so those are recorded with --subprocesses as before. With the app instrumented, its loop
     # sampler has the loop's exact stacks, and py-spy records the rest without pausing the server
     # (loadlab.recording).
-    plan = Recording.of(cfg, attach=bool(cfg.expect_workers))
+    plan = Recording.of(cfg)
     profiler, recorders = None, None
     if cfg.profile:
         env.setdefault(LOOP_SAMPLE_ENV, str(LOOP_SAMPLE_HZ))

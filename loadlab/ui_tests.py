@@ -28,6 +28,7 @@ from loadlab.measure import (
     all_stalls,
     loop_samples,
     loop_stacks,
+    one_process,
     probe_service_times,
     samples_between,
 )
@@ -67,10 +68,6 @@ class Session:
     def recording(self) -> Recording:
         """Planned once per session (each test and the idle baseline read it)."""
         return Recording.of(self.cfg)
-
-
-def _one(by_pid: dict[int, dict[str, Any]] | None) -> dict[str, Any] | None:
-    return next(iter(by_pid.values())) if by_pid else None
 
 
 def live_blockers(delta: dict[str, Any], app: AppMap, limit: int = 5) -> tuple[float | None, list[dict[str, Any]]]:
@@ -232,7 +229,7 @@ class ActiveTest:
             if self.children is not None:
                 if self.children.process_rate is not None:
                     now = loop_stacks(self.session.debug)
-                    self.children.loop_stacks = stacks_between(self.stacks_before, _one(now))
+                    self.children.loop_stacks = stacks_between(self.stacks_before, one_process(now))
                 self.children.stop()
                 summary = self.children.merge_into(self.folder / RAW_PROFILE)
                 self.run.data["profiler_warnings"] += pyspy_warnings(self.children.log_path)
@@ -334,7 +331,7 @@ class Recorder:
             self.baseline_at = time.monotonic()
             self.baseline = loop_samples(self.session.debug, self.session.cfg.workers) or self.baseline
             if self.session.cfg.profile and self.session.recording.loop_by_app:
-                self.stacks_baseline = _one(loop_stacks(self.session.debug)) or self.stacks_baseline
+                self.stacks_baseline = one_process(loop_stacks(self.session.debug)) or self.stacks_baseline
 
     def poll(self) -> None:
         if self.active is None:

@@ -73,6 +73,9 @@ def test_a_run_through_the_agent_names_the_blocker_like_a_local_run(tmp_path: Pa
     assert top["share"] > 0.5
     assert any("lag_ms" in p for p in run["timeseries"]), "the agent's loop points reach the time series"
     assert (out / "profile.raw.txt").stat().st_size > 0 and (out / "report.html").is_file()
+    # Recorded as a local run is: the loop by the app, py-spy on the rest (the cut to the load's
+    # start is test_remote_workers' to show, where a wait of 4 s tells it apart).
+    assert run["profiler"]["mode"] == "split" and run["profiler"]["loop"] == "sampler", run["profiler"]
 
 
 def test_the_agent_refuses_a_wrong_token_and_a_second_recording(tmp_path: Path) -> None:

@@ -49,10 +49,9 @@ def test_pyspy_argv_leaves_out_subprocesses_only_when_told() -> None:
 def test_which_servers_are_split() -> None:
     # Split where a recorder may attach to a process it did not start (root here; not under Yama's
     # ptrace_scope 1 as another user, where the old recording is the right one).
-    assert split_recording(server="uvicorn", workers=1, attach=False) == can_split()
-    assert not split_recording(server="uvicorn", workers=2, attach=False)  # the loops are children
-    assert not split_recording(server="gunicorn", workers=1, attach=False)  # gunicorn's worker is a child
-    assert not split_recording(server="uvicorn", workers=1, attach=True)  # remote Locust workers: attached later
+    assert split_recording(server="uvicorn", workers=1) == can_split()  # py-spy attached at start or later
+    assert not split_recording(server="uvicorn", workers=2)  # the loops are children
+    assert not split_recording(server="gunicorn", workers=1)  # gunicorn's worker is a child
     assert child_rate(100) == 10 and child_rate(50) == 5 and child_rate(3) == 1
 
 
