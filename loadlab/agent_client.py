@@ -14,7 +14,7 @@ from loadlab.redact import redact_url
 
 # What the harness may ask of the agent: how to serve and profile the app (not where: the agent decides).
 SETTINGS = (
-    "app", "factory", "workers", "server", "loop", "rate", "native", "nonblocking", "profile",
+    "app", "factory", "workers", "server", "loop", "rate", "native", "nonblocking", "loop_by_app", "profile",
     "instrument", "health_path",
 )  # fmt: skip
 START_TIMEOUT_S = 90.0  # the app's start-up, on the agent's host

@@ -80,7 +80,7 @@ def test_a_run_through_the_agent_names_the_blocker_like_a_local_run(tmp_path: Pa
 
 def test_the_agent_refuses_a_wrong_token_and_a_second_recording(tmp_path: Path) -> None:
     with agent(tmp_path) as (url, _, runs):
-        settings = {"app": "target_app.main:app", "profile": False}
+        settings = {"app": "target_app.main:app", "profile": False, "loop_by_app": False}  # --loop-by-pyspy passes
         wrong = httpx.post(url + "/recordings", json=settings, headers=_auth("not-the-token-at-all"), timeout=30)
         assert wrong.status_code == 401
         assert httpx.post(url + "/recordings", json=settings, timeout=30).status_code == 401
