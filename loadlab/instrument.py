@@ -571,10 +571,18 @@ class LoopSampler:
 _RUNNER_NAMES = frozenset({"run", "run_forever", "run_until_complete"})
 
 
-@functools.lru_cache(maxsize=256)
 def _is_runner(code: CodeType) -> bool:
     """asyncio's own ``run*`` frames: where control goes into the event loop."""
     return code.co_name in _RUNNER_NAMES and code.co_filename.startswith(_ASYNCIO_DIR)
+
+
+def _line_at(code: CodeType, offset: int) -> int:
+    """The source line of the instruction at byte ``offset`` of ``code`` (what ``f_lineno`` says
+    of a frame stopped there)."""
+    for start, end, line in code.co_lines():
+        if start <= offset < end:
+            return line if line is not None else code.co_firstlineno
+    return code.co_firstlineno
 
 
 class LoopStacks:
@@ -598,8 +606,13 @@ class LoopStacks:
 
     def __init__(self, hz: float) -> None:
         self.interval_s = 1.0 / hz
-        # (code, line) pairs from the innermost frame out -> the intervals the looks stand for
-        self.stacks: dict[tuple[tuple[CodeType, int], ...], float] = {}
+        # (id of the code, instruction offset) pairs from the innermost frame out -> the intervals
+        # the looks stand for. Not the code objects and f_lineno: a code object is hashed anew each
+        # time (its bytes, names and constants), and f_lineno decodes the line table; for a stack
+        # of the framework's large functions that was most of a look's ~50-150 µs.
+        self.stacks: dict[tuple[tuple[int, int], ...], float] = {}
+        self._codes: dict[int, CodeType] = {}  # by id, held: an id stays that code's while recorded
+        self._runners: dict[int, bool] = {}  # by id: asyncio's run* frames
         self.native_tid = threading.get_native_id()
         self.thread_name = threading.current_thread().name
         self.looks = 0
@@ -608,7 +621,7 @@ class LoopStacks:
         self._last: float | None = None
         self._previous: Any = None
         self._running = False
-        self._entries: dict[CodeType, int] = {}  # each code's RESUME: a frame there has not begun
+        self._entries: dict[int, int] = {}  # by id, each code's RESUME: a frame there has not begun
         self.due = math.inf  # when the next alarm comes due (perf_counter), while the timer runs
 
     def start(self) -> bool:
@@ -653,14 +666,18 @@ class LoopStacks:
         weight = 1.0 if last is None else (now - last) / self.interval_s
         if frame is None:
             return  # no Python frame at all: nothing to count it for
-        if frame.f_back is not None and self._at_entry(frame) and _is_runner(frame.f_back.f_code):
+        if frame.f_back is not None and self._at_entry(frame) and self._is_runner(frame.f_back.f_code):
             # A callback a C loop (uvloop) calls, not yet begun: the alarm came while the loop was
             # in C (waiting, or its own work), and the callback is where Python next ran. py-spy
             # shows the runner then too.
             frame = frame.f_back
         key = []
+        codes = self._codes
         while frame is not None:
-            key.append((frame.f_code, frame.f_lineno or frame.f_code.co_firstlineno))
+            code = frame.f_code
+            if id(code) not in codes:
+                codes[id(code)] = code
+            key.append((id(code), frame.f_lasti))
             frame = frame.f_back
         stack = tuple(key)
         self.stacks[stack] = self.stacks.get(stack, 0.0) + weight
@@ -671,20 +688,37 @@ class LoopStacks:
         self.due = time.perf_counter() + delay_s
         signal.setitimer(signal.ITIMER_REAL, delay_s, self.interval_s)
 
+    def _is_runner(self, code: CodeType) -> bool:
+        runner = self._runners.get(id(code))
+        if runner is None:
+            self._codes[id(code)] = code
+            runner = self._runners[id(code)] = _is_runner(code)
+        return runner
+
     def _at_entry(self, frame: FrameType) -> bool:
         code = frame.f_code
-        entry = self._entries.get(code)
+        entry = self._entries.get(id(code))
         if entry is None:
+            self._codes[id(code)] = code
             resume = (i.offset for i in dis.get_instructions(code) if i.opname == "RESUME")
-            entry = self._entries[code] = next(resume, 0)
+            entry = self._entries[id(code)] = next(resume, 0)
         return frame.f_lasti <= entry
 
     def snapshot(self) -> dict[str, Any]:
         """The stacks in py-spy's raw (folded) form, outermost frame first, each ``function
         (file:line)``; counts in samples at ``hz`` (the weights, rounded)."""
         folded: dict[str, float] = {}
+        frames: dict[tuple[int, int], str] = {}
+        codes = dict(self._codes)
         for stack, weight in list(self.stacks.items()):
-            text = ";".join(f"{code.co_qualname} ({code.co_filename}:{line})" for code, line in reversed(stack))
+            names = []
+            for where in reversed(stack):
+                name = frames.get(where)
+                if name is None:
+                    code = codes[where[0]]
+                    name = frames[where] = f"{code.co_qualname} ({code.co_filename}:{_line_at(code, where[1])})"
+                names.append(name)
+            text = ";".join(names)
             folded[text] = folded.get(text, 0.0) + weight
         span = (self._last - self._first) if self._first is not None and self._last is not None else 0.0
         return {

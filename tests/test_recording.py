@@ -189,6 +189,9 @@ def test_loop_stacks_see_the_main_thread_where_it_is() -> None:
     # A third each: computing, sleeping, and C code the handler waits for (its look counts the wait).
     for name in ("_spin", "_nap", "_c_holding_the_gil"):
         assert 0.2 < shares.get(name, 0.0) < 0.47, (name, shares, snap["looks"])
+    # Each frame's line is where it was (read from its instruction when the snapshot is written).
+    sleeping = f"_nap ({__file__}:{_nap.__code__.co_firstlineno + 1})"
+    assert any(text.endswith(sleeping) for text, _ in snap["stacks"]), snap["stacks"][:3]  # type: ignore[attr-defined]
     assert 0.8 < sum(c for _, c in snap["stacks"]) / (snap["seconds"] * 200) < 1.25  # type: ignore[attr-defined,operator]
 
 
