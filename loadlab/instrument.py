@@ -709,8 +709,11 @@ class LoopStacks:
         (file:line)``; counts in samples at ``hz`` (the weights, rounded)."""
         folded: dict[str, float] = {}
         frames: dict[tuple[int, int], str] = {}
+        # The stacks before the codes: the handler may add both in between (a signal lands between
+        # any two bytecodes), and every code of a stack is in _codes before the stack is.
+        stacks = list(self.stacks.items())
         codes = dict(self._codes)
-        for stack, weight in list(self.stacks.items()):
+        for stack, weight in stacks:
             names = []
             for where in reversed(stack):
                 name = frames.get(where)
