@@ -48,10 +48,9 @@ from loadlab.agent_client import SETTINGS, read_token
 from loadlab.analysis.health import pyspy_warnings
 from loadlab.config import ConfigError, ProfileConfig, check_bind
 from loadlab.instrument import LOOP_SAMPLE_ENV
-from loadlab.measure import all_stalls, loop_samples, loop_stacks, one_process, samples_between
+from loadlab.measure import all_stalls, loop_samples, samples_between
 from loadlab.processes import ProcessError, ProfiledServer, free_port, upstream_stub, wait_ready
 from loadlab.recording import Recording as Plan
-from loadlab.recording import stacks_between
 from loadlab.results import RAW_PROFILE
 from loadlab.ui_page import safe_file
 
@@ -169,8 +168,8 @@ class Agent:
         if rec.debug_prefix is not None:
             debug = f"{rec.url}{rec.debug_prefix}/debug"
             rec.samples_at_start = loop_samples(debug, rec.cfg.workers)
-            if (recorders := rec.server.children) is not None and recorders.process_rate is not None:
-                recorders.loop_stacks_before = one_process(loop_stacks(debug))
+            if rec.server.children is not None:
+                rec.server.children.mark_loop_start(debug)
         return rec.server.start_profiler()
 
     def stop(self, rid: str) -> dict[str, Any]:
@@ -188,9 +187,8 @@ class Agent:
                 by_pid = loop_samples(debug, rec.cfg.workers)
                 if by_pid and (merged := samples_between(rec.samples_at_start, by_pid))["ticks"]:
                     records["loop_samples"] = merged
-                if (recorders := rec.server.children) is not None and recorders.process_rate is not None:
-                    now = one_process(loop_stacks(debug))
-                    recorders.loop_stacks = stacks_between(recorders.loop_stacks_before, now)
+                if rec.server.children is not None:
+                    rec.server.children.take_loop_stacks(debug)
             records["leftover_pids"] = rec.server.stop()
             rec.children.close()
             records["profiler_exit_code"] = rec.server.spy_exit_code

@@ -47,6 +47,7 @@ import psutil
 
 from loadlab.config import ProfileConfig
 from loadlab.instrument import LOOP_STACKS_ENV
+from loadlab.measure import loop_stacks, one_process
 from loadlab.processes import PYSPY_STOP_LADDER, ManagedProcess, pyspy_argv
 
 CHILD_RATE_DIVISOR = 10  # children are sampled at a tenth of the loop's rate
@@ -190,7 +191,8 @@ class ChildRecorders:
     # and (set before the server stops) the app's /debug/stacks answer, to put in place of its loop.
     process_rate: int | None = None
     loop_stacks: dict[str, Any] | None = None
-    # The app's /debug/stacks answer when py-spy attached late (the load's start): cut from the end's.
+    # The app's /debug/stacks answer where the record starts (py-spy attached late, a web-UI test's
+    # start): cut from the end's.
     loop_stacks_before: dict[str, Any] | None = None
     children: dict[int, _Child] = field(default_factory=dict)
     server: tuple[int, str] | None = None  # pid, command line
@@ -250,6 +252,18 @@ class ChildRecorders:
                         argv, name="py-spy (child)", log_path=self.log_path, stop_ladder=PYSPY_STOP_LADDER
                     )
                     self.children[proc.pid] = _Child(proc.pid, command, chain, output, recorder.start())
+
+    def mark_loop_start(self, debug: str) -> None:
+        """py-spy attaches now, late (``--expect-workers``, the agent): the app's loop stacks so
+        far, to be cut from those at the end."""
+        if self.process_rate is not None:
+            self.loop_stacks_before = one_process(loop_stacks(debug))
+
+    def take_loop_stacks(self, debug: str | None) -> None:
+        """The app's loop stacks since the start (or :meth:`mark_loop_start`), read before the
+        server stops: they replace py-spy's samples of the loop when the profile is merged."""
+        if self.process_rate is not None and debug is not None:
+            self.loop_stacks = stacks_between(self.loop_stacks_before, one_process(loop_stacks(debug)))
 
     def recorder_pids(self) -> dict[int, int]:
         """Each child's PID → its recorder's PID (a copy: the watcher adds)."""

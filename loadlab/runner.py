@@ -38,8 +38,6 @@ from loadlab.measure import (
     idle_cpu,
     live_stats,
     loop_samples,
-    loop_stacks,
-    one_process,
     probe_service_times,
     samples_between,
     wait_quiet,
@@ -58,7 +56,7 @@ from loadlab.processes import (
     wait_ready,
 )
 from loadlab.progress import Progress
-from loadlab.recording import Recording, median_cpu, stacks_between
+from loadlab.recording import Recording, median_cpu
 from loadlab.redact import redact_url, scrub_folder
 from loadlab.render.charts import preload as preload_charts
 from loadlab.report import render_run, write_comparison
@@ -312,8 +310,8 @@ def _poll_during_load(
                 if target.debug_prefix is not None:  # the loop sampler's record starts there too
                     debug = f"{target.base}{target.debug_prefix}/debug"
                     samples_at_start = loop_samples(debug, cfg.workers)
-                    if server.children is not None and server.children.process_rate is not None:
-                        server.children.loop_stacks_before = one_process(loop_stacks(debug))
+                    if server.children is not None:
+                        server.children.mark_loop_start(debug)
             # Know every descendant by PID while it is still ours: if the master crashes, its
             # children are re-parented and could not be found from it any more.
             server.process.remember_descendants()
@@ -368,12 +366,8 @@ def _stop_server(run: Run, cfg: ProfileConfig, target: Target, progress: Progres
     server = target.server
     if server is None:
         return
-    recorders = server.children
-    if recorders is not None and recorders.process_rate is not None and target.debug_prefix is not None:
-        # The loop's stacks, from the app's sampler while the app still runs (py-spy's own samples
-        # of the loop are replaced by them when the profile is merged).
-        now = one_process(loop_stacks(f"{target.base}{target.debug_prefix}/debug"))
-        recorders.loop_stacks = stacks_between(recorders.loop_stacks_before, now)  # since py-spy attached
+    if server.children is not None and target.debug_prefix is not None:
+        server.children.take_loop_stacks(f"{target.base}{target.debug_prefix}/debug")  # the app still runs
     with run.phase(
         "stopping", progress, "stopping the server" + (" (py-spy writes the profile)" if cfg.profile else "")
     ):

@@ -33,7 +33,7 @@ from loadlab.measure import (
     samples_between,
 )
 from loadlab.processes import LOCUST_OUTPUTS, PYSPY_STOP_LADDER, ManagedProcess, ProcessError
-from loadlab.recording import ChildRecorders, Recording, median_cpu, stacks_between
+from loadlab.recording import ChildRecorders, Recording, median_cpu
 from loadlab.redact import scrub_folder
 from loadlab.report import render_run
 from loadlab.results import RAW_PROFILE, StoredDataError, load_run, write_json
@@ -141,8 +141,6 @@ class ActiveTest:
         self.spy: ManagedProcess | None = None
         self.children: ChildRecorders | None = None
         self.run.data["phase"] = "load"
-        # Taken with the loop samples, for the same reason: the loop's stacks so far in the session.
-        self.stacks_before = stacks_before
         if self.cfg.profile:
             # As `loadlab profile` records (loadlab.recording): the loop by the app's sampler, the
             # server's process by a non-pausing py-spy, each child by a recorder of its own.
@@ -154,6 +152,8 @@ class ActiveTest:
             self.run.data["pids"]["profiler"] = self.spy.pid
             self.children = session.recording.child_recorders(folder / RAW_PROFILE, folder / "py-spy-children.log")
             if self.children is not None:
+                # Taken with the loop samples, for the same reason: the loop's stacks so far.
+                self.children.loop_stacks_before = stacks_before
                 self.children.watch(lambda: session.server_pid)
         self.meter = ProcessMeter(
             {"server": session.server_pid, "locust": session.locust_pid}, {"profiler": self._profiler_pids}
@@ -227,9 +227,7 @@ class ActiveTest:
             self.run.artefact("server_log", self.folder / "server.log")
             summary: dict[str, Any] = {"mode": "subprocesses", "rate": self.cfg.rate}
             if self.children is not None:
-                if self.children.process_rate is not None:
-                    now = loop_stacks(self.session.debug)
-                    self.children.loop_stacks = stacks_between(self.stacks_before, one_process(now))
+                self.children.take_loop_stacks(self.session.debug)
                 self.children.stop()
                 summary = self.children.merge_into(self.folder / RAW_PROFILE)
                 self.run.data["profiler_warnings"] += pyspy_warnings(self.children.log_path)
