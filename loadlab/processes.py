@@ -546,6 +546,7 @@ class ProfiledServer:
     def __enter__(self) -> ProfiledServer:
         self.process.start()
         if self.children is not None and self.attach_argv is None:
+            self.children.main_started = time.monotonic() if self.profiled else None
             self.children.watch(self.server_pid)  # attached later: they start with py-spy
         return self
 
@@ -627,6 +628,7 @@ class ProfiledServer:
         self.spy = ManagedProcess(argv, name="py-spy", log_path=self.spy_log, stop_ladder=PYSPY_STOP_LADDER)
         self.spy.start()
         if self.children is not None:
+            self.children.main_started = time.monotonic()
             self.children.watch(self.server_pid)
         return self.spy.pid
 
@@ -635,6 +637,8 @@ class ProfiledServer:
         # Re-entrant: if an interrupt lands halfway, the next call (the with-block's exit) goes on
         # from where this one stopped; only a finished stop is final.
         if self.spy is not None and self.spy_exit_code is None:
+            if self.children is not None and self.children.main_stopped is None:
+                self.children.main_stopped = time.monotonic()  # SIGINT ends its sampling
             self.spy_exit_code = self.spy.stop()  # attached: py-spy first (SIGINT: it writes), the server after
         if self.children is not None:
             self.children.stop()  # the children's recorders first too, while what they sample still runs
@@ -670,6 +674,8 @@ class ProfiledServer:
                         proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.popen.wait(self.stop_timeout)
+            if self.children is not None and self.children.main_stopped is None:
+                self.children.main_stopped = time.monotonic()  # py-spy stops with the server
         if not self.profiled and self.ready is False:
             self.process.stop_ladder = UNREADY_LADDER
         self.process.stop()

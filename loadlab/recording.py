@@ -58,6 +58,26 @@ HELPER_MARK = "multiprocessing.resource_tracker"  # a child that is never record
 MIN_AGE_S = 0.5  # a child younger than this may not have its interpreter up yet
 
 
+def reached_rate(lines: list[str], thread: str, seconds: float | None, asked: int) -> float:
+    """The rate a non-pausing py-spy reached on a process it recorded for ``seconds``: its samples
+    of the process's main thread (``thread``, ``"thread (TID)"``: with ``--idle`` in every sample)
+    over that time; ``asked`` when the span is unknown or the count is implausible.
+
+    py-spy draws each interval at random, from an exponential distribution (no aliasing with the
+    app's own periods), so its count over a few seconds is a Poisson draw: at 20 Hz over 5 s,
+    100 ± 10. Scaled by the rate asked for, a thread busy all along would read 10% more or less
+    busy than it was; scaled by the rate reached, it reads as busy as it was."""
+    if not seconds or seconds <= 0:
+        return float(asked)
+    samples = 0
+    for line in lines:
+        body, _, count = line.rpartition(" ")
+        if count.isdigit() and (body.startswith(thread + ";") or body.startswith(thread + ":")):
+            samples += int(count)
+    reached = samples / seconds
+    return reached if 0.5 * asked <= reached <= 1.5 * asked else float(asked)
+
+
 def can_split() -> bool:
     """True when a recorder may attach to a process it did not start (root, or no Yama restriction)."""
     if os.geteuid() == 0:
@@ -176,6 +196,8 @@ class _Child:
     chain: list[str]  # process frames from the server down to this child
     output: Path
     recorder: ManagedProcess
+    started: float | None = None  # time.monotonic(): when its recorder began
+    stopped: float | None = None  # when it was asked to stop (None: it ended with the child)
     exit_code: int | None = None
 
 
@@ -194,6 +216,10 @@ class ChildRecorders:
     # The app's /debug/stacks answer where the record starts (py-spy attached late, a web-UI test's
     # start): cut from the end's.
     loop_stacks_before: dict[str, Any] | None = None
+    # When the main recorder began and stopped sampling the server (time.monotonic()), set by its
+    # owner: with its samples of the server's main thread, the rate it reached (reached_rate).
+    main_started: float | None = None
+    main_stopped: float | None = None
     children: dict[int, _Child] = field(default_factory=dict)
     server: tuple[int, str] | None = None  # pid, command line
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -251,7 +277,8 @@ class ChildRecorders:
                     recorder = ManagedProcess(
                         argv, name="py-spy (child)", log_path=self.log_path, stop_ladder=PYSPY_STOP_LADDER
                     )
-                    self.children[proc.pid] = _Child(proc.pid, command, chain, output, recorder.start())
+                    child = _Child(proc.pid, command, chain, output, recorder.start(), started=time.monotonic())
+                    self.children[proc.pid] = child
 
     def mark_loop_start(self, debug: str) -> None:
         """py-spy attaches now, late (``--expect-workers``, the agent): the app's loop stacks so
@@ -283,6 +310,9 @@ class ChildRecorders:
         with self._lock:
             self._closing = True
         pending = [c for c in self.children.values() if c.exit_code is None]
+        for child in pending:
+            if child.recorder.poll() is None:
+                child.stopped = time.monotonic()  # SIGINT ends its sampling
         if pending:  # at once: each takes a moment to write its file, and they do not wait on each other
             with ThreadPoolExecutor(len(pending), thread_name_prefix="loadlab-stop-child") as pool:
                 for child, code in zip(pending, pool.map(lambda c: c.recorder.stop(), pending), strict=True):
@@ -298,8 +328,11 @@ class ChildRecorders:
         snap = self.loop_stacks or {}
         hz = float(snap.get("hz") or 0)
         ours = hz > 0 and bool(snap.get("stacks")) and snap.get("native_tid") is not None
-        loop_thread = f"thread ({snap.get('native_tid')})"
-        factor = self.main_rate / self.process_rate
+        loop_thread = f"thread ({snap.get('native_tid') or (self.server or (0, ''))[0]})"
+        span = self.main_stopped - self.main_started if self.main_started and self.main_stopped else None
+        reached = reached_rate(main, loop_thread, span, self.process_rate)
+        summary["rate_reached"] = round(reached, 2)
+        factor = self.main_rate / reached
         kept = []
         for line in main:
             body, _, count = line.rpartition(" ")
@@ -325,7 +358,6 @@ class ChildRecorders:
     def merge_into(self, output: Path) -> dict[str, Any]:
         """Rewrite ``output`` (the main recorder's, server only) with process prefixes and append
         each child's samples, scaled to the main rate. Returns what ``run.json`` keeps of it."""
-        factor = self.main_rate / self.rate
         summary: dict[str, Any] = {
             "mode": "split",
             "rate": self.process_rate or self.main_rate,
@@ -344,17 +376,22 @@ class ChildRecorders:
             loop = []
         lines = [f"{prefix};{line}" for line in main + loop if line.strip()]
         for child in self.children.values():
-            samples = 0
+            samples, factor = 0, self.main_rate / self.rate
             with contextlib.suppress(OSError):
-                for line in child.output.read_text().splitlines():
+                recorded = child.output.read_text().splitlines()
+                span = child.stopped - child.started if child.started and child.stopped else None
+                reached = reached_rate(recorded, f"thread ({child.pid})", span, self.rate)
+                factor = self.main_rate / reached
+                for line in recorded:
                     body, _, count = line.rpartition(" ")
                     if body and count.isdigit():
                         samples += int(count)
                         lines.append(f"{';'.join(child.chain)};{body} {max(1, round(int(count) * factor))}")
                 child.output.unlink()
             summary["children"].append(
-                {"pid": child.pid, "command": child.command, "samples": samples, "exit_code": child.exit_code}
-            )
+                {"pid": child.pid, "command": child.command, "samples": samples, "exit_code": child.exit_code,
+                 "rate_reached": round(self.main_rate / factor, 2)}
+            )  # fmt: skip
         tmp = output.with_name(output.name + ".merging")
         tmp.write_text("".join(f"{line}\n" for line in lines))
         tmp.replace(output)

@@ -149,9 +149,11 @@ class ActiveTest:
                 argv, name="py-spy", log_path=folder / "server.log", stop_ladder=PYSPY_STOP_LADDER
             )
             self.spy.start()
+            spy_started = time.monotonic()
             self.run.data["pids"]["profiler"] = self.spy.pid
             self.children = session.recording.child_recorders(folder / RAW_PROFILE, folder / "py-spy-children.log")
             if self.children is not None:
+                self.children.main_started = spy_started
                 # Taken with the loop samples, for the same reason: the loop's stacks so far.
                 self.children.loop_stacks_before = stacks_before
                 self.children.watch(lambda: session.server_pid)
@@ -222,6 +224,8 @@ class ActiveTest:
             self.run.data["loop_samples"] = merged
         if self.spy is not None:
             spy, self.spy = self.spy, None
+            if self.children is not None:
+                self.children.main_stopped = time.monotonic()  # SIGINT ends its sampling
             self.run.data["profiler_exit_code"] = spy.stop()
             self.run.data["profiler_warnings"] = pyspy_warnings(self.folder / "server.log")
             self.run.artefact("server_log", self.folder / "server.log")

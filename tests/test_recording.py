@@ -68,7 +68,9 @@ def test_merge_prefixes_the_server_and_scales_a_childs_counts(tmp_path: Path) ->
     lines = main.read_text().splitlines()
     assert lines[0] == 'process 11:"python -m uvicorn app:app";thread (0x10): MainThread;serve (app.py:3) 40'
     assert lines[1].endswith(";work (app.py:9) 70"), lines[1]  # 7 samples at 10 Hz count as 70 at 100 Hz
-    assert summary["children"] == [{"pid": 12, "command": "python -c spawn", "samples": 7, "exit_code": 0}]
+    assert summary["children"] == [
+        {"pid": 12, "command": "python -c spawn", "samples": 7, "exit_code": 0, "rate_reached": 10}
+    ]  # its recording's span unknown here: the rate asked for
     assert summary["children_rate"] == 10 and not child_out.exists()
     profile = parse_raw(lines)
     child = next(t for t in profile.threads.values() if t.key.pid == 12)
@@ -102,6 +104,35 @@ def test_the_apps_loop_stacks_replace_pyspys_samples_of_the_loop(tmp_path: Path)
     ]
     assert summary["loop"] == "sampler" and summary["rate"] == 20 and summary["loop_rate"] == 200.0
     assert summary["nonblocking"] is True
+
+
+def test_counts_are_scaled_by_the_rate_pyspy_reached(tmp_path: Path) -> None:
+    # py-spy draws its intervals at random: over 5 s at 20 Hz it may take 120 samples, not 100.
+    # A count then means 1/24 s, and a worker seen in 60 of them was busy 2.5 s, not 3 s.
+    stacks = {"native_tid": 11, "thread_name": "MainThread", "hz": 100.0, "seconds": 5.0,
+              "stacks": [["run (loop.py:1);select (selectors.py:5)", 500]]}  # fmt: skip
+    rec, main = _loop_recorders(tmp_path, stacks)
+    main.write_text(
+        "thread (11): MainThread;run (loop.py:1);serve (app.py:3) 100\n"  # the main thread: in every sample
+        "thread (11): MainThread;run (loop.py:1);select (selectors.py:5) 20\n"
+        "thread (12): AnyIO worker 0;work (app.py:9) 60\n"
+    )
+    rec.main_started, rec.main_stopped = 100.0, 105.0
+    child_out = tmp_path / ".profile.child-13.txt"
+    child_out.write_text("thread (13): MainThread;work (pool.py:2) 40\nthread (13): MainThread;get (queues.py:1) 20\n")
+    chain = [process_frame(11, "python -m uvicorn app:app"), process_frame(13, "python -c spawn")]
+    recorder = ManagedProcess(["true"], name="x")
+    rec.children[13] = _Child(13, "python -c spawn", chain, child_out, recorder, started=100.0, stopped=108.0)
+    summary = rec.merge_into(main)
+    lines = main.read_text().splitlines()
+    assert summary["rate_reached"] == 24.0 and lines[0].endswith("AnyIO worker 0;work (app.py:9) 250"), lines
+    assert summary["children"][0]["rate_reached"] == 7.5  # 60 samples in 8 s at 10 Hz asked
+    assert any(line.endswith("work (pool.py:2) 533") for line in lines), lines  # 40 / 7.5 Hz = 5.33 s
+    # A count nowhere near the rate asked for (a span misread) is not trusted: the rate asked for.
+    (tmp_path / "b").mkdir()
+    rec2, main2 = _loop_recorders(tmp_path / "b", stacks)
+    rec2.main_started, rec2.main_stopped = 100.0, 200.0  # 4 loop samples in 100 s: 0.04 Hz
+    assert rec2.merge_into(main2)["rate_reached"] == 20
 
 
 def test_without_the_apps_stacks_pyspys_loop_is_kept_and_said(tmp_path: Path) -> None:
