@@ -218,7 +218,8 @@ def render(result: dict[str, Any]) -> str:
             f"The demo app, idle, as `loadlab profile` serves it ({row['threads']} threads, "
             f"{row['children']} child processes):",
             "",
-            "| recording | py-spy CPU (% of a core) | the app's loop-stack sampler | total |",
+            "| recording | py-spy CPU (% of a core) | the app's samplers: the loop's kinds (and, by default, "
+            "its stacks) | total |",
             "|---|---|---|---|",
         ]
         for r in result["demo_idle"]:
@@ -227,6 +228,14 @@ def render(result: dict[str, Any]) -> str:
             app_text = f"{app:.1%}" if app is not None else "—"
             out.append(f"| {r['label']} | {r['spy_cpu_share']:.1%} | {app_text} | {total:.1%} |")
         out.append("")
+        if result.get("wakeup_cpu_share") is not None:
+            wake, spy = result["wakeup_cpu_share"], result["demo_idle"][-1]["spy_cpu_share"]
+            out += [
+                f"- the floor: a thread that wakes 100 times a second and does nothing costs {wake:.2%} of a "
+                f"core here, so the default's two 100 Hz samplers cost no less than {2 * wake:.1%} idle, and "
+                f"with its py-spy ({spy:.1%}) no less than {2 * wake + spy:.1%}",
+                "",
+            ]
     if result.get("child_us_per_sample") is not None:
         out.append(
             f"- an idle child process under `--subprocesses`: ≈ {result['child_us_per_sample']:.0f} µs per sample"
@@ -254,18 +263,42 @@ def _window_cpu(procs: list[psutil.Process], window: float) -> float:
     return (cpu1 - cpu0) / (t1 - t0)
 
 
+def wakeup_cost(window: float, hz: float = 100.0) -> float:
+    """A thread of this process that wakes ``hz`` times a second and does nothing: its CPU, as a
+    share of one core. Each of the app's samplers wakes that often, whatever it then does."""
+    import threading
+
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.is_set():
+            time.sleep(1 / hz)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    c0, t0 = time.process_time(), time.monotonic()
+    thread.start()
+    time.sleep(window)
+    stop.set()
+    thread.join()
+    return (time.process_time() - c0) / (time.monotonic() - t0)
+
+
 def demo_idle(*, window: float, rounds: int, work: Path) -> list[dict[str, Any]]:
-    """What recording costs on the idle demo server, per way of recording: py-spy's CPU, and for the
-    default the app's own loop-stack sampler too (the server's CPU over the same server without it)."""
+    """What recording costs on the idle demo server, per way of recording: py-spy's CPU, and the
+    app's own samplers' (each the server's CPU over the same instrumented server without any): the
+    loop's kinds sampler, in every way of recording since before issue 18, and by default its
+    loop-stack sampler too."""
     from benchmarks._measure import INSTRUMENTED_APP, Pinning, server
     from loadlab.instrument import LOOP_SAMPLE_ENV, LOOP_STACKS_ENV
     from loadlab.runner import LOOP_SAMPLE_HZ, PROFILE_STALL_MS
 
     spy = pyspy_binary() or "py-spy"
-    env = {LOOP_SAMPLE_ENV: str(LOOP_SAMPLE_HZ), "LOADLAB_STALL_MS": str(PROFILE_STALL_MS)}
+    bare_env = {"LOADLAB_STALL_MS": str(PROFILE_STALL_MS)}
+    env = {**bare_env, LOOP_SAMPLE_ENV: str(LOOP_SAMPLE_HZ)}
     rows = []
     pin = Pinning(None, None, "not pinned")
     with (
+        server(INSTRUMENTED_APP, pin, work, env=bare_env) as bare,
         server(INSTRUMENTED_APP, pin, work, env=env) as plain,
         server(INSTRUMENTED_APP, pin, work, env={**env, LOOP_STACKS_ENV: "100"}) as stacked,
     ):
@@ -273,11 +306,13 @@ def demo_idle(*, window: float, rounds: int, work: Path) -> list[dict[str, Any]]
         tree = psutil.Process(plain.server_pid)
         threads = tree.num_threads()
         children = len(tree.children(recursive=True))
-        # The loop-stack sampler's own cost: the same idle server with and without it.
-        app_cost = statistics.median(
-            _window_cpu([psutil.Process(stacked.server_pid)], window) - _window_cpu([tree], window)
-            for _ in range(rounds)
-        )
+        # The samplers' own cost: the same idle server with and without them, window after window.
+        kinds, both = [], []
+        for _ in range(rounds):
+            base = _window_cpu([psutil.Process(bare.server_pid)], window)
+            kinds.append(_window_cpu([tree], window) - base)
+            both.append(_window_cpu([psutil.Process(stacked.server_pid)], window) - base)
+        kinds_cost, app_cost = statistics.median(kinds), statistics.median(both)
         for label, (flags, split, rate, by_app) in DEMO_SETTINGS.items():
             s = stacked if by_app else plain
             shares = []
@@ -302,10 +337,9 @@ def demo_idle(*, window: float, rounds: int, work: Path) -> list[dict[str, Any]]
                 "spy_cpu_share": statistics.median(shares),
                 "windows": shares,
             }
-            if by_app:
-                row["app_sampler_cpu_share"] = app_cost
+            row["app_sampler_cpu_share"] = app_cost if by_app else kinds_cost
             rows.append(row)
-            extra = f" + the app's sampler {app_cost:.1%}" if by_app else ""
+            extra = f" + the app's samplers {row['app_sampler_cpu_share']:.1%}"
             print(f"demo, idle: {label}: py-spy {rows[-1]['spy_cpu_share']:.1%}{extra} of a core", file=sys.stderr)
     return rows
 
@@ -325,6 +359,7 @@ def main() -> None:
             print(f"measuring {s.label} …", file=sys.stderr, flush=True)
             rows.append(measure(s, window=args.window, rounds=args.rounds, work=Path(tmp), cores=pin))
         demo = demo_idle(window=max(args.window, 5.0), rounds=args.rounds, work=Path(tmp))
+        wakeup = statistics.median(wakeup_cost(max(args.window, 5.0)) for _ in range(args.rounds))
     child = None
     if rows:
         base = next(
@@ -349,6 +384,7 @@ def main() -> None:
         "fit_nonblocking": _fit(rows, nonblocking=True),
         "child_us_per_sample": child,
         "demo_idle": demo,
+        "wakeup_cpu_share": wakeup,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"pyspy-cost-{time.strftime('%Y%m%d-%H%M%S')}"
