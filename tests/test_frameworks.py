@@ -325,7 +325,7 @@ def test_sync_to_async_outside_django_puts_every_call_on_one_thread(tmp_path: Pa
     out = tmp_path / "run"
     result = loadlab(
         "profile", "--app", "shared_thread:app", "--locustfile", "locustfile.py", "--tags", "sync",
-        "-u", "5", "-t", "4", "--out", str(out), cwd=EXAMPLES / "django", timeout=90,
+        "-u", "5", "-t", "8", "--out", str(out), cwd=EXAMPLES / "django", timeout=90,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     profile = read_raw(out / "profile.raw.txt")
@@ -344,8 +344,9 @@ def test_sync_to_async_outside_django_puts_every_call_on_one_thread(tmp_path: Pa
     # are random: 100 ± 10 samples in 5 s): 19.0-20.9 ms for the 20 ms call in 5 runs here, the
     # model at 0.95-1.04. Scaled by 20 Hz it read 15.5-25.2 ms, and the model missed by 25%.
     assert model["bottleneck"] == ASGIREF_SHARED and abs(model["ratio"] - 1) <= 0.25, model
-    # The one thread is busy all along: its utilisation, throughput x demand, is one.
+    # The one thread is busy all along: its utilisation, throughput x demand, is one. Within 20%:
+    # at 20 Hz the samples that land in its busy seconds are a binomial draw, ±5% (one sd) in 8 s.
     (station,) = [s for s in run["demands"]["stations"] if s["name"] == ASGIREF_SHARED]
-    assert 0.85 <= row["rps"] * station["demands_ms"]["/sync"] / 1000 <= 1.15, (row["rps"], station)
+    assert 0.8 <= row["rps"] * station["demands_ms"]["/sync"] / 1000 <= 1.2, (row["rps"], station)
     shared_verdict = next(v for v in run["report"]["verdicts"] if v["text"].startswith("asgiref's one shared thread"))
     assert shared_verdict["level"] == "problem" and "thread_sensitive=False" in shared_verdict["text"]
