@@ -437,6 +437,7 @@ class LoopSampler:
         self.alarm_ticks = 0  # looks that met the loop-stacks timer's alarm (see sample)
         self.stacks: LoopStacks | None = None  # set when the loop's stacks are recorded in the app
         self._files = ThreadFiles(loop_native_tid)
+        self._loop_clock = time.pthread_getcpuclockid(loop_thread_id)
         self.gil_futexes: frozenset[str] = frozenset()  # learnt when the sampler starts
         self._last: _Counters | None = None
         self._stop = threading.Event()
@@ -472,23 +473,29 @@ class LoopSampler:
         """
         files = self._files
         try:
-            state = files.state()
-            now = (time.perf_counter(), time.process_time_ns(), time.thread_time_ns(), files.sched_ns()[0])
+            now = (time.perf_counter(), time.process_time_ns(), time.thread_time_ns(), self._loop_cpu_ns())
         except (OSError, ValueError, IndexError):
             self._stop.set()  # the loop thread is gone
             return
         last, self._last = self._last, now
         frames = application_frames(sys._current_frames().get(self.loop_thread_id))
         self.ticks += 1
-        if state not in ("R", "S", "D"):
-            self.outside_app += 1  # stopped by a profiler this instant
-            return
         if not frames:
             # Parked, or in the server's and framework's own code: only whether it was starved
-            # of the GIL counts (no second look, which would cost the loop time).
+            # of the GIL counts (no second look, which would cost the loop time). It cannot have
+            # been unless other threads computed: only then is the loop's state read (an idle
+            # loop's looks read no /proc file: half of what they cost).
             self.outside_app += 1
-            if state != "R" and self._starved_of_gil(last, now):
+            if _others_computed(last, now) and self._starved_of_gil():
                 self.gil_ticks += 1
+            return
+        try:
+            state = files.state()
+        except (OSError, ValueError, IndexError):
+            self._stop.set()
+            return
+        if state not in ("R", "S", "D"):
+            self.outside_app += 1  # stopped by a profiler this instant
             return
         gil_free = 0
         if state == "R" and self._still_running():
@@ -518,9 +525,16 @@ class LoopSampler:
         counts[KINDS.index(kind)] += 1
         counts[3] += gil_free
 
-    def _starved_of_gil(self, last: _Counters | None, now: _Counters) -> bool:
+    def _starved_of_gil(self) -> bool:
+        """In the GIL's futex now (asleep, not stopped by a profiler)."""
+        if not self.gil_futexes or self._files.state() not in ("S", "D"):
+            return False
         futex = self._files.futex()
-        return futex is not None and bool(self.gil_futexes) and self._is_gil(futex) and _others_computed(last, now)
+        return futex is not None and self._is_gil(futex)
+
+    def _loop_cpu_ns(self) -> int:
+        """The loop thread's CPU time: its CPU-time clock (``clock_gettime``, no ``/proc`` read)."""
+        return time.clock_gettime_ns(self._loop_clock)
 
     def _is_gil(self, address: str) -> bool:
         # The GIL's mutex and condition variables sit together in one structure: a wait on any

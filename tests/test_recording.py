@@ -4,6 +4,7 @@ own recorder, only when there are children."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -226,6 +227,51 @@ def test_loop_stacks_see_the_main_thread_where_it_is() -> None:
     assert 0.8 < sum(c for _, c in snap["stacks"]) / (snap["seconds"] * 200) < 1.25  # type: ignore[attr-defined,operator]
 
 
+def test_an_idle_loops_looks_read_no_proc_file_unless_others_compute() -> None:
+    # An idle loop, parked in its selector: a look only counts it outside the app, and asks its
+    # /proc files whether it waits for the GIL only when other threads computed meanwhile.
+    loop = asyncio.new_event_loop()
+    ids: list[int] = []
+
+    def run() -> None:
+        ids.extend([threading.get_ident(), threading.get_native_id()])
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    while len(ids) < 2:
+        time.sleep(0.01)
+    time.sleep(0.05)  # in its selector
+    sampler = LoopSampler(loop, ids[0], ids[1], hz=100)
+    sampler.gil_futexes = gil_futexes()
+    reads: list[str] = []
+    real = sampler._files.read
+    sampler._files.read = lambda name: reads.append(name) or real(name)  # type: ignore[method-assign]
+    done = threading.Event()
+    try:
+        for _ in range(20):
+            sampler.sample()
+            time.sleep(0.005)
+        assert sampler.outside_app == sampler.ticks == 20 and reads == [], reads
+
+        def spin() -> None:
+            while not done.is_set():
+                pass
+
+        spinner = threading.Thread(target=spin, daemon=True)
+        spinner.start()
+        for _ in range(20):
+            sampler.sample()
+            time.sleep(0.005)
+        assert "stat" in reads and sampler.gil_ticks == 0, (reads, sampler.gil_ticks)  # in epoll, not the GIL
+    finally:
+        done.set()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        sampler.stop()
+        loop.close()
+
+
 @pytest.mark.timeout(60, method="thread")
 def test_a_sleeping_loop_woken_by_the_stacks_alarm_is_not_read_as_computing() -> None:
     # The alarm wakes a sleeping loop, which then waits for the GIL the loop sampler holds while
@@ -235,13 +281,13 @@ def test_a_sleeping_loop_woken_by_the_stacks_alarm_is_not_read_as_computing() ->
     sampler = LoopSampler(None, threading.get_ident(), threading.get_native_id(), hz=100)  # type: ignore[arg-type]
     sampler.gil_futexes = gil_futexes()
     sampler.stacks = stacks
-    read = sampler._files.sched_ns
+    read = sampler._loop_cpu_ns
 
-    def slow_read() -> tuple[int, int]:
+    def slow_read() -> int:
         _spin(0.003)
         return read()
 
-    sampler._files.sched_ns = slow_read  # type: ignore[method-assign]
+    sampler._loop_cpu_ns = slow_read  # type: ignore[method-assign]
     done = threading.Event()
 
     def look() -> None:
