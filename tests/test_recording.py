@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,7 @@ import pytest
 
 from loadlab import cli
 from loadlab.analysis.stacks import Role, parse_raw
-from loadlab.instrument import LOOP_STACKS_ENV, LoopSampler, LoopStacks, gil_futexes
+from loadlab.instrument import LOOP_STACKS_ENV, LoopSampler, LoopStacks, StallWatchdog, gil_futexes
 from loadlab.processes import ManagedProcess, ProfiledServer, free_port, pyspy_argv, pyspy_binary, wait_ready
 from loadlab.recording import (
     ChildRecorders,
@@ -225,6 +226,42 @@ def test_loop_stacks_see_the_main_thread_where_it_is() -> None:
     sleeping = f"_nap ({__file__}:{_nap.__code__.co_firstlineno + 1})"
     assert any(text.endswith(sleeping) for text, _ in snap["stacks"]), snap["stacks"][:3]  # type: ignore[attr-defined]
     assert 0.8 < sum(c for _, c in snap["stacks"]) / (snap["seconds"] * 200) < 1.25  # type: ignore[attr-defined,operator]
+
+
+def test_the_loop_sampler_rides_the_stall_watchdogs_thread() -> None:
+    # One thread that wakes every 10 ms for both, not two: each wake-up costs the process CPU of
+    # its own, and py-spy reads every thread at each of its samples.
+    loop = asyncio.new_event_loop()
+    ids: list[int] = []
+
+    def run() -> None:
+        ids.extend([threading.get_ident(), threading.get_native_id()])
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    while len(ids) < 2:
+        time.sleep(0.01)
+    probe = types.SimpleNamespace(last_beat=time.monotonic())  # a heartbeat it reads, no stall
+    watchdog = StallWatchdog(probe, loop, ids[0], stall_ms=60_000)  # type: ignore[arg-type]
+    sampler = LoopSampler(loop, ids[0], ids[1], hz=100)
+    try:
+        slow = StallWatchdog(probe, loop, ids[0], stall_ms=60_000)  # type: ignore[arg-type]
+        slow.poll_s = 0.05  # wakes less often than the sampler must look: it keeps a thread of its own
+        spare = LoopSampler(loop, ids[0], ids[1], hz=100)
+        assert not spare.ride(slow) and not slow.passengers
+        spare.stop()
+        assert sampler.ride(watchdog)
+        watchdog.start()
+        time.sleep(0.6)
+    finally:
+        watchdog.stop()
+        sampler.stop()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+    assert sampler._thread.ident is None  # never started a thread of its own
+    assert sampler.gil_futexes and 20 <= sampler.ticks <= 70, sampler.ticks  # ~100 Hz after its 0.1 s calibration
 
 
 def test_an_idle_loops_looks_read_no_proc_file_unless_others_compute() -> None:
