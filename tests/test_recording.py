@@ -5,6 +5,7 @@ own recorder, only when there are children."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import textwrap
 import threading
 import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -228,45 +230,9 @@ def test_loop_stacks_see_the_main_thread_where_it_is() -> None:
     assert 0.8 < sum(c for _, c in snap["stacks"]) / (snap["seconds"] * 200) < 1.25  # type: ignore[attr-defined,operator]
 
 
-def test_the_loop_sampler_rides_the_stall_watchdogs_thread() -> None:
-    # One thread that wakes every 10 ms for both, not two: each wake-up costs the process CPU of
-    # its own, and py-spy reads every thread at each of its samples.
-    loop = asyncio.new_event_loop()
-    ids: list[int] = []
-
-    def run() -> None:
-        ids.extend([threading.get_ident(), threading.get_native_id()])
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    while len(ids) < 2:
-        time.sleep(0.01)
-    probe = types.SimpleNamespace(last_beat=time.monotonic())  # a heartbeat it reads, no stall
-    watchdog = StallWatchdog(probe, loop, ids[0], stall_ms=60_000)  # type: ignore[arg-type]
-    sampler = LoopSampler(loop, ids[0], ids[1], hz=100)
-    try:
-        slow = StallWatchdog(probe, loop, ids[0], stall_ms=60_000)  # type: ignore[arg-type]
-        slow.poll_s = 0.05  # wakes less often than the sampler must look: it keeps a thread of its own
-        spare = LoopSampler(loop, ids[0], ids[1], hz=100)
-        assert not spare.ride(slow) and not slow.passengers
-        spare.stop()
-        assert sampler.ride(watchdog)
-        watchdog.start()
-        time.sleep(0.6)
-    finally:
-        watchdog.stop()
-        sampler.stop()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
-    assert sampler._thread.ident is None  # never started a thread of its own
-    assert sampler.gil_futexes and 20 <= sampler.ticks <= 70, sampler.ticks  # ~100 Hz after its 0.1 s calibration
-
-
-def test_an_idle_loops_looks_read_no_proc_file_unless_others_compute() -> None:
-    # An idle loop, parked in its selector: a look only counts it outside the app, and asks its
-    # /proc files whether it waits for the GIL only when other threads computed meanwhile.
+@contextlib.contextmanager
+def _idle_loop() -> Iterator[tuple[asyncio.AbstractEventLoop, int, int]]:
+    """An asyncio loop running idle in a thread: the loop, the thread's ident and native id."""
     loop = asyncio.new_event_loop()
     ids: list[int] = []
 
@@ -279,34 +245,70 @@ def test_an_idle_loops_looks_read_no_proc_file_unless_others_compute() -> None:
     while len(ids) < 2:
         time.sleep(0.01)
     time.sleep(0.05)  # in its selector
-    sampler = LoopSampler(loop, ids[0], ids[1], hz=100)
-    sampler.gil_futexes = gil_futexes()
-    reads: list[str] = []
-    real = sampler._files.read
-    sampler._files.read = lambda name: reads.append(name) or real(name)  # type: ignore[method-assign]
-    done = threading.Event()
     try:
-        for _ in range(20):
-            sampler.sample()
-            time.sleep(0.005)
-        assert sampler.outside_app == sampler.ticks == 20 and reads == [], reads
+        yield loop, ids[0], ids[1]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def test_the_loop_sampler_rides_the_stall_watchdogs_thread() -> None:
+    # One thread that wakes every 10 ms for both, not two: each wake-up costs the process CPU of
+    # its own, and py-spy reads every thread at each of its samples.
+    probe = types.SimpleNamespace(last_beat=time.monotonic())  # a heartbeat it reads, no stall
+    with _idle_loop() as (loop, ident, native_id):
+        slow = StallWatchdog(probe, loop, ident, stall_ms=60_000)  # type: ignore[arg-type]
+        slow.poll_s = 0.05  # wakes less often than the sampler must look: it keeps a thread of its own
+        spare = LoopSampler(loop, ident, native_id, hz=100)
+        assert not spare.ride(slow) and not slow.passengers
+        spare.stop()
+        watchdog = StallWatchdog(probe, loop, ident, stall_ms=60_000)  # type: ignore[arg-type]
+        sampler = LoopSampler(loop, ident, native_id, hz=100)
+        assert sampler.ride(watchdog)
+        watchdog.start()
+        try:
+            time.sleep(0.6)
+        finally:
+            watchdog.stop()
+            sampler.stop()
+    assert sampler._thread.ident is None  # never started a thread of its own
+    assert sampler.gil_futexes and 20 <= sampler.ticks <= 70, sampler.ticks  # ~100 Hz after its 0.1 s calibration
+
+
+def test_an_idle_loops_looks_read_no_proc_file_unless_others_compute() -> None:
+    # An idle loop, parked in its selector: a look only counts it outside the app, and asks its
+    # /proc files whether it waits for the GIL only when other threads computed meanwhile.
+    with _idle_loop() as (loop, ident, native_id):
+        sampler = LoopSampler(loop, ident, native_id, hz=100)
+        sampler.gil_futexes = gil_futexes()
+        reads: list[str] = []
+        real = sampler._files.read
+
+        def counted(name: str) -> bytes:
+            reads.append(name)
+            return real(name)
+
+        sampler._files.read = counted  # type: ignore[method-assign]
+        done = threading.Event()
 
         def spin() -> None:
             while not done.is_set():
                 pass
 
-        spinner = threading.Thread(target=spin, daemon=True)
-        spinner.start()
-        for _ in range(20):
-            sampler.sample()
-            time.sleep(0.005)
-        assert "stat" in reads and sampler.gil_ticks == 0, (reads, sampler.gil_ticks)  # in epoll, not the GIL
-    finally:
-        done.set()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        sampler.stop()
-        loop.close()
+        try:
+            for _ in range(20):
+                sampler.sample()
+                time.sleep(0.005)
+            assert sampler.outside_app == sampler.ticks == 20 and reads == [], reads
+            threading.Thread(target=spin, daemon=True).start()
+            for _ in range(20):
+                sampler.sample()
+                time.sleep(0.005)
+            assert "stat" in reads and sampler.gil_ticks == 0, (reads, sampler.gil_ticks)  # in epoll, not the GIL
+        finally:
+            done.set()
+            sampler.stop()
 
 
 @pytest.mark.timeout(60, method="thread")
