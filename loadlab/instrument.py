@@ -466,7 +466,9 @@ class LoopSampler:
         now = time.perf_counter()
         if now < self._next:
             return
-        self._next = max(self._next + self.interval_s, now - self.interval_s)  # no burst after a late tick
+        # On an absolute schedule, so looks average ``hz`` whatever the watchdog's period (ticks / hz
+        # is time to the analysis); after a late tick, at most one extra look to catch up.
+        self._next = max(self._next + self.interval_s, now - self.interval_s)
         try:
             if not self.gil_futexes and self.ticks == 0:
                 self.gil_futexes = gil_futexes()  # learnt at the first look, off the loop's thread
