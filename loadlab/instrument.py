@@ -456,7 +456,6 @@ class LoopSampler:
         less often than this sampler must look."""
         if watchdog.poll_s > self.interval_s * 1.01:
             return False
-        self._next = 0.0
         watchdog.passengers.append(self._ride)
         return True
 

@@ -58,23 +58,29 @@ HELPER_MARK = "multiprocessing.resource_tracker"  # a child that is never record
 MIN_AGE_S = 0.5  # a child younger than this may not have its interpreter up yet
 
 
-def reached_rate(lines: list[str], thread: str, seconds: float | None, asked: int) -> float:
-    """The rate a non-pausing py-spy reached on a process it recorded for ``seconds``: its samples
-    of the process's main thread (``thread``, ``"thread (TID)"``: with ``--idle`` in every sample)
-    over that time; ``asked`` when the span is unknown or the count is implausible.
+def _in_thread(body: str, thread: str) -> bool:
+    """Whether a py-spy line's stack (``body``) is one of ``thread``'s (``"thread (TID)"``)."""
+    return body.startswith((thread + ";", thread + ":"))
+
+
+def reached_rate(lines: list[str], thread: str, started: float | None, stopped: float | None, asked: int) -> float:
+    """The rate a non-pausing py-spy reached on a process it recorded from ``started`` to
+    ``stopped`` (``time.monotonic()``): its samples of the process's main thread (``thread``,
+    ``"thread (TID)"``: with ``--idle`` in every sample) over that time; ``asked`` when the span is
+    unknown or the count is implausible.
 
     py-spy draws each interval at random, from an exponential distribution (no aliasing with the
     app's own periods), so its count over a few seconds is a Poisson draw: at 20 Hz over 5 s,
     100 ± 10. Scaled by the rate asked for, a thread busy all along would read 10% more or less
     busy than it was; scaled by the rate reached, it reads as busy as it was."""
-    if not seconds or seconds <= 0:
+    if not started or not stopped or stopped <= started:
         return float(asked)
     samples = 0
     for line in lines:
         body, _, count = line.rpartition(" ")
-        if count.isdigit() and (body.startswith(thread + ";") or body.startswith(thread + ":")):
+        if count.isdigit() and _in_thread(body, thread):
             samples += int(count)
-    reached = samples / seconds
+    reached = samples / (stopped - started)
     return reached if 0.5 * asked <= reached <= 1.5 * asked else float(asked)
 
 
@@ -329,8 +335,7 @@ class ChildRecorders:
         hz = float(snap.get("hz") or 0)
         ours = hz > 0 and bool(snap.get("stacks")) and snap.get("native_tid") is not None
         loop_thread = f"thread ({snap.get('native_tid') or (self.server or (0, ''))[0]})"
-        span = self.main_stopped - self.main_started if self.main_started and self.main_stopped else None
-        reached = reached_rate(main, loop_thread, span, self.process_rate)
+        reached = reached_rate(main, loop_thread, self.main_started, self.main_stopped, self.process_rate)
         summary["rate_reached"] = round(reached, 2)
         factor = self.main_rate / reached
         kept = []
@@ -338,7 +343,7 @@ class ChildRecorders:
             body, _, count = line.rpartition(" ")
             if not body or not count.isdigit():
                 continue
-            if ours and (body.startswith(loop_thread + ";") or body.startswith(loop_thread + ":")):
+            if ours and _in_thread(body, loop_thread):
                 continue
             kept.append(f"{body} {max(1, round(int(count) * factor))}")
         if not ours:
@@ -379,8 +384,7 @@ class ChildRecorders:
             samples, factor = 0, self.main_rate / self.rate
             with contextlib.suppress(OSError):
                 recorded = child.output.read_text().splitlines()
-                span = child.stopped - child.started if child.started and child.stopped else None
-                reached = reached_rate(recorded, f"thread ({child.pid})", span, self.rate)
+                reached = reached_rate(recorded, f"thread ({child.pid})", child.started, child.stopped, self.rate)
                 factor = self.main_rate / reached
                 for line in recorded:
                     body, _, count = line.rpartition(" ")
