@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from loadlab.processes import LOOPBACK, free_port, upstream_stub, uvicorn_server
@@ -106,6 +107,48 @@ async def burst(url: str, n: int, timeout: float = 60.0) -> Burst:
         start = time.perf_counter()
         responses = await asyncio.gather(*(client.get(url) for _ in range(n)))
         return Burst(time.perf_counter() - start, list(responses))
+
+
+class CpuElsewhere:
+    """Cores' worth of CPU the machine spent outside some process trees while a block ran.
+
+    The machine's busy time (``/proc/stat``, the hypervisor's steal included) less the CPU time of
+    the given processes and their children: a neighbour, or a VM sharing the host. A test about
+    parallelism reads it to tell a slow app from a machine that had no second core to give.
+    """
+
+    def __init__(self, *pids: int) -> None:
+        self.pids = pids
+        self.cores = 0.0
+
+    @staticmethod
+    def _machine_busy_s() -> float:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:9]]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = ticks + [0] * (8 - len(ticks))
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    def _ours_s(self) -> float:
+        procs: dict[int, psutil.Process] = {}  # by pid: one tree may hold another
+        for pid in self.pids:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                root = psutil.Process(pid)
+                procs.update((proc.pid, proc) for proc in [root, *root.children(recursive=True)])
+        total = 0.0
+        for proc in procs.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def __enter__(self) -> CpuElsewhere:
+        self._start = (time.perf_counter(), self._machine_busy_s(), self._ours_s())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall, busy, ours = time.perf_counter(), self._machine_busy_s(), self._ours_s()
+        elsewhere = (busy - self._start[1]) - (ours - self._start[2])
+        self.cores = max(0.0, elsewhere) / max(wall - self._start[0], 1e-3)
 
 
 async def canary_latency(base: str, load_url: str, n_load: int, probes: int = 3) -> float:

@@ -4,35 +4,40 @@ import os
 
 import pytest
 
-from tests.conftest import Burst, Server, burst, stalls_for
+from tests.conftest import Burst, CpuElsewhere, Server, burst, stalls_for
 
 WORK = 100  # ~100 ms of one core per request
-
-
-def _elapsed(b: Burst) -> float:
-    return b.elapsed
+ELSEWHERE_MAX = 0.35  # cores busy outside the test and its server, above which a burst does not count
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="parallelism needs at least 2 cores")
 async def test_process_pool_beats_threadpool_on_two_cores(server: Server) -> None:
     await burst(f"{server.url}/cpu/process?work=1", 4)  # warm both pool processes
-    # Best of the bursts so far, the two kinds interleaved: a single burst on 2 shared cores is at
-    # the mercy of a neighbour, and one that runs through a whole phase would hit one kind only.
-    threads: list[Burst] = []
-    processes: list[Burst] = []
-    for _ in range(4):  # bounded: at most 4 bursts of each
-        threads.append(await burst(f"{server.url}/cpu/threadpool?work={WORK}", 8))
-        processes.append(await burst(f"{server.url}/cpu/process?work={WORK}", 8))
-        if len(threads) >= 2 and min(map(_elapsed, processes)) < 0.8 * min(map(_elapsed, threads)):
-            break
-    for b in threads + processes:
-        assert b.statuses == [200] * 8
-    # Same work, same result; on 2 cores the pool should take about half the time of the threads.
-    assert {r.json()["checksum"] for b in threads + processes for r in b.responses} == {
-        threads[0].responses[0].json()["checksum"]
-    }
-    fastest_threads, fastest_processes = min(map(_elapsed, threads)), min(map(_elapsed, processes))
-    assert fastest_processes < 0.8 * fastest_threads, ([b.elapsed for b in processes], [b.elapsed for b in threads])
+    # The two kinds interleaved, best of each so far: one burst on 2 shared cores is at the mercy of
+    # a neighbour, and one that runs through a whole phase would hit one kind only. A burst during
+    # which the machine spent more than a third of a core outside this test and its server had no
+    # second core to give (CI once read the pool at 0.83 s every time, as if on one core): it does
+    # not count.
+    bursts: dict[str, list[tuple[Burst, float]]] = {"threadpool": [], "process": []}
+    clean: dict[str, list[float]] = {}
+    for _ in range(6):  # bounded: at most 6 bursts of each
+        for kind in bursts:
+            with CpuElsewhere(server.pid, os.getpid()) as elsewhere:
+                b = await burst(f"{server.url}/cpu/{kind}?work={WORK}", 8)
+            assert b.statuses == [200] * 8
+            bursts[kind].append((b, elsewhere.cores))
+        clean = {kind: [b.elapsed for b, cores in seen if cores < ELSEWHERE_MAX] for kind, seen in bursts.items()}
+        if len(bursts["process"]) >= 2 and all(clean.values()):
+            if min(clean["process"]) < 0.8 * min(clean["threadpool"]):
+                break
+    seen = {kind: [(round(b.elapsed, 3), round(cores, 2)) for b, cores in got] for kind, got in bursts.items()}
+    # Same work, same result.
+    responses = [r for got in bursts.values() for b, _ in got for r in b.responses]
+    assert {r.json()["checksum"] for r in responses} == {responses[0].json()["checksum"]}
+    if not all(clean.values()):
+        pytest.skip(f"the machine was busy elsewhere during every burst of a kind: (seconds, cores) {seen}")
+    # On 2 cores the pool should take about half the time of the threads.
+    assert min(clean["process"]) < 0.8 * min(clean["threadpool"]), f"(seconds, cores elsewhere) {seen}"
 
 
 async def test_cpu_in_async_def_blocks_the_loop_and_is_named(server: Server) -> None:
