@@ -192,17 +192,34 @@ PROFILER_VARIANTS: dict[str, Profiler | None] = {
     "--loop-by-pyspy (py-spy 100 Hz blocking on the server)": Profiler(loop_sampler=False),
     "before issue 18 (--subprocesses)": Profiler(split=False, loop_sampler=False),
     "--nonblocking, py-spy 100 Hz on the loop too": Profiler(nonblocking=True, loop_sampler=False),
+    # Where py-spy's own CPU goes: the other arms pin it to the server's core (the worst case).
+    "the default, py-spy on wrk's core": Profiler(on_generator_core=True),
 }
 # The same on a route that keeps AnyIO's 40 threads busy (sleeping): many stacks per sample.
 THREADPOOL_VARIANTS = (
     "no profiling",
     "default (loop sampled in the app at 100 Hz, py-spy 20 Hz non-blocking)",
+    "the default, py-spy on wrk's core",
     "--loop-by-pyspy (py-spy 100 Hz blocking on the server)",
     "before issue 18 (--subprocesses)",
 )
 THREADPOOL_PATH = "/io/threadpool-sleep"
 THREADPOOL_CONNECTIONS = 40
 OVERHEAD_CONNECTIONS = 20  # the harness's default users
+SATURATED_PERCENT = 95.0  # server and py-spy together, of the server's core: the server is CPU-bound
+
+
+def pyspy_floor(results: list[dict[str, Any]]) -> list[float | None]:
+    """Per round, the share of the server's core py-spy took while the server wanted all of it
+    (together above ``SATURATED_PERCENT``): throughput the CPU-bound server could not have, the
+    least its profiling can cost on that core (py-spy's cost per sample × samples per second).
+    None where the core was not saturated (the server then had time to spare for py-spy)."""
+    floors: list[float | None] = []
+    for r in results:
+        server, spy = r.get("server_cpu_percent"), r.get("profiler_cpu_percent")
+        busy = (server or 0.0) + (spy or 0.0)
+        floors.append(spy / busy if server is not None and spy is not None and busy >= SATURATED_PERCENT else None)
+    return floors
 
 
 def _wrk_on(ctx: Context, app: str, path: str, connections: int, **server_kw: Any) -> dict[str, Any]:
@@ -259,6 +276,15 @@ def profiling_overhead(ctx: Context) -> list[Row]:
             spread = Spread.of(losses)
             met = spread.median <= 0.03
             note = f"{_cpu_note(rs, profiler=True)}; baseline {Spread.of(base).text(0)} req/s"
+            floors = pyspy_floor(rs)
+            above = [loss - f for loss, f in zip(losses, floors, strict=True) if f is not None]
+            prof = PROFILER_VARIANTS[label]
+            if above and prof is not None and prof.pyspy and not prof.on_generator_core:  # py-spy on the server's core
+                floor = Spread.of([f for f in floors if f is not None])
+                note += (
+                    f"; floor (py-spy's share of the saturated server core) {floor.text(1, percent=True)}, "
+                    f"the loss above it {Spread.of(above).text(1, percent=True)}"
+                )
             if label.startswith("default (") and not met:
                 note += "; MISSED: see the README's 'What profiling costs'"
             rows.append(

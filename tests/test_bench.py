@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks._items import pyspy_floor
 from benchmarks._render import markdown
 from benchmarks._stats import Spread, hop_cost_us, interleaved, paired_ratios, synthesize_raw, total_samples
 
@@ -76,3 +77,14 @@ def test_pyspy_cost_fits_cost_per_thread_and_reads_the_targets_rate() -> None:
     assert _fit(rows, nonblocking=True) is None  # no nonblocking rows: nothing to fit
     lines = [(10.0, 0), (10.5, 500), (11.0, 1000), (12.0, 5000)]
     assert _rate(lines, 10.0, 11.0) == pytest.approx(1000.0)  # only the window's own lines count
+
+
+def test_pyspy_floor_counts_only_rounds_where_the_server_wanted_its_whole_core() -> None:
+    rounds = [
+        {"server_cpu_percent": 97.0, "profiler_cpu_percent": 3.0},  # CPU-bound: py-spy took 3% of it
+        {"server_cpu_percent": 42.0, "profiler_cpu_percent": 12.0},  # time to spare: no floor
+        {"server_cpu_percent": 99.5, "profiler_cpu_percent": None},  # no profiler measured
+    ]
+    floors = pyspy_floor(rounds)
+    assert floors[0] == pytest.approx(0.03)
+    assert floors[1:] == [None, None]
