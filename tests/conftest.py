@@ -114,7 +114,9 @@ class CpuElsewhere:
 
     The machine's busy time (``/proc/stat``, the hypervisor's steal included) less the CPU time of
     the given processes and their children: a neighbour, or a VM sharing the host. A test about
-    parallelism reads it to tell a slow app from a machine that had no second core to give.
+    parallelism reads it to tell a slow app from a machine that had no second core to give. A
+    process of theirs that ends meanwhile takes its CPU time with it, which then reads as
+    elsewhere: meant for trees whose processes outlive the block (a server and its pool).
     """
 
     def __init__(self, *pids: int) -> None:
