@@ -64,7 +64,11 @@ def test_each_blocker_of_a_real_service_has_its_kind_place_and_routes(
 ) -> None:
     b = blockers(shop)[function]
     assert (b["kind"], b["place"], b["routes"]) == (kind, place, routes), b
-    assert b["kind_from"] == "loop sampler"
+    # Code that keeps the GIL is caught by the sampler only between its C calls: json.dumps of 2000
+    # items at a time was caught 20 times where py-spy's share predicted 67 (a fresh-clone run),
+    # just under RARELY_CAUGHT, and read as "kept the GIL" — the same sampler's evidence.
+    kept_gil = kind == "cpu" and gil_released is False
+    assert b["kind_from"] in (("loop sampler", "loop sampler: kept the GIL") if kept_gil else ("loop sampler",)), b
     if gil_released is not None:
         assert b["gil_released"] is gil_released, b
 
