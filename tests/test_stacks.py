@@ -17,6 +17,7 @@ from loadlab.analysis.stacks import (
     SampleKind,
     asgiref_shared_threads,
     classify_sample,
+    has_native_frames,
     is_library_file,
     parse_frame,
     parse_raw,
@@ -91,6 +92,21 @@ def test_classification_without_native_frames_is_unknown() -> None:
     assert classify_sample(frames, has_native=False) is SampleKind.UNKNOWN
     assert classify_sample((*frames, Frame("clock_nanosleep", "libc.so.6", None, True)), True) is SampleKind.WAIT
     assert classify_sample((*frames, Frame("burn", "/app/x.py", 3)), True) is SampleKind.CPU
+
+
+def test_a_few_garbled_frames_do_not_make_a_profile_native() -> None:
+    # A non-pausing py-spy read a thread's stack while it changed: one frame came out as
+    # "http_version (asgi:-16054015)", not a Python file. Taken for --native, it turned every loop
+    # sample into computing, and a time.sleep blocker was offered to a process pool.
+    head = 'process 7:"python -m uvicorn app:app";'
+    loop = head + "thread (0x1): MainThread;Runner.run (/usr/lib/python3.11/asyncio/runners.py:118);"
+    raw = [
+        loop + "blocking_sleep (/app/io.py:33) 500",
+        head + "thread (0x2): loadlab-stall-watchdog;http_version (asgi:-16054015);normpath (<frozen posixpath>:394) 5",
+    ]
+    assert not has_native_frames(parse_raw(raw))
+    assert has_native_frames(read_raw(DATA / "io-blocking.raw.txt.gz"))  # recorded with --native
+    assert not has_native_frames(read_raw(DATA / "io-blocking-nonative.raw.txt.gz"))
 
 
 def test_library_files() -> None:
