@@ -185,21 +185,26 @@ def accuracy(ctx: Context) -> list[Row]:
 
 # 2 ─ profiling overhead
 
+DEFAULT = "default (loop sampled in the app at 100 Hz; py-spy 20 Hz non-blocking, once a thread besides the loop runs)"
+FROM_START = "--pyspy-from-start (py-spy 20 Hz non-blocking from the server's start: the default before)"
 PROFILER_VARIANTS: dict[str, Profiler | None] = {
     "no profiling": None,
-    "default (loop sampled in the app at 100 Hz, py-spy 20 Hz non-blocking)": Profiler(),
+    DEFAULT: Profiler(),
+    FROM_START: Profiler(on_demand=False),
     "the app's samplers alone (no py-spy)": Profiler(pyspy=False),
     "--loop-by-pyspy (py-spy 100 Hz blocking on the server)": Profiler(loop_sampler=False),
     "before issue 18 (--subprocesses)": Profiler(split=False, loop_sampler=False),
     "--nonblocking, py-spy 100 Hz on the loop too": Profiler(nonblocking=True, loop_sampler=False),
     # Where py-spy's own CPU goes: the other arms pin it to the server's core (the worst case).
-    "the default, py-spy on wrk's core": Profiler(on_generator_core=True),
+    "--pyspy-from-start, py-spy on wrk's core": Profiler(on_generator_core=True, on_demand=False),
 }
-# The same on a route that keeps AnyIO's 40 threads busy (sleeping): many stacks per sample.
+# The same on a route that keeps AnyIO's 40 threads busy (sleeping): many stacks per sample. There
+# py-spy attaches at the first request, so the default and --pyspy-from-start record alike.
 THREADPOOL_VARIANTS = (
     "no profiling",
-    "default (loop sampled in the app at 100 Hz, py-spy 20 Hz non-blocking)",
-    "the default, py-spy on wrk's core",
+    DEFAULT,
+    FROM_START,
+    "--pyspy-from-start, py-spy on wrk's core",
     "--loop-by-pyspy (py-spy 100 Hz blocking on the server)",
     "before issue 18 (--subprocesses)",
 )
@@ -279,7 +284,8 @@ def profiling_overhead(ctx: Context) -> list[Row]:
             floors = pyspy_floor(rs)
             above = [loss - f for loss, f in zip(losses, floors, strict=True) if f is not None]
             prof = PROFILER_VARIANTS[label]
-            if above and prof is not None and prof.pyspy and not prof.on_generator_core:  # py-spy on the server's core
+            ran = any(f for f in floors if f)  # an on-demand py-spy may never have started
+            if above and ran and prof is not None and prof.pyspy and not prof.on_generator_core:  # on the server's core
                 floor = Spread.of([f for f in floors if f is not None])
                 note += (
                     f"; floor (py-spy's share of the saturated server core) {floor.text(1, percent=True)}, "

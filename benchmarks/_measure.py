@@ -35,7 +35,7 @@ from loadlab.processes import (
     uvicorn_argv,
     wait_ready,
 )
-from loadlab.recording import ChildRecorders, Recording, loop_by_sampler, split_recording
+from loadlab.recording import ChildRecorders, Recording, loop_by_sampler, split_recording, threads_to_ignore
 from loadlab.results import read_locust_stats
 from loadlab.runner import LOOP_SAMPLE_HZ
 
@@ -82,19 +82,22 @@ class Profiler:
     # rate without pausing (loadlab.recording.loop_by_sampler). False: py-spy samples the loop.
     loop_sampler: bool = True
     pyspy: bool = True  # False: the app's samplers alone, no py-spy at all
+    # The harness's default: with the loop the sampler's, py-spy attaches once a thread besides the
+    # loop runs (loadlab.recording.ThreadWatch). False: from the server's start (--pyspy-from-start).
+    on_demand: bool = True
 
 
 @dataclass
 class RunningServer:
     url: str
     server_pid: int
-    profiler_pid: int | None
+    process: ProfiledServer
     recorders: ChildRecorders | None = None
 
     def profiler_pids(self) -> list[int]:
-        """The main py-spy and its children's recorders (they start as the children appear)."""
-        main = [self.profiler_pid] if self.profiler_pid is not None else []
-        return main + (self.recorders.pids if self.recorders is not None else [])
+        """The main py-spy (once it runs: it may attach on demand) and its children's recorders
+        (they start as the children appear)."""
+        return self.process.profiler_pids()
 
 
 @contextlib.contextmanager
@@ -112,6 +115,7 @@ def server(
     server_argv = pin.prefix(pin.server) + uvicorn_argv(app, port=port, factory=factory)
     profiler_argv = None
     recorders = None
+    on_demand = False
     child_env = dict(os.environ, **(env or {}))
     if profiler is not None:
         # As `loadlab profile` runs it (runner._start_server): the app's loop sampler always, its
@@ -119,7 +123,8 @@ def server(
         core = pin.generator if profiler.on_generator_core else pin.server
         split = profiler.split and split_recording(server="uvicorn", workers=1)
         sampled = loop_by_sampler(split=split, instrument=True, native=profiler.native, asked=profiler.loop_sampler)
-        plan = Recording(profiler.rate, split, sampled, profiler.native, profiler.nonblocking)
+        on_demand = sampled and profiler.on_demand and profiler.pyspy
+        plan = Recording(profiler.rate, split, sampled, profiler.native, profiler.nonblocking, on_demand)
         child_env[LOOP_SAMPLE_ENV] = str(LOOP_SAMPLE_HZ)
         child_env.update(plan.app_env())
         raw = work_dir / f"profile-{port}.raw.txt"
@@ -134,13 +139,15 @@ def server(
         env=child_env,
         log_path=work_dir / f"server-{port}.log",
         children=recorders,
+        on_demand=on_demand,
     ) as proc:
         url = f"http://{LOOPBACK}:{port}"
         wait_ready(proc.process, url + "/health", timeout=60.0)
         pid = proc.server_pid()
         if pid is None:
             raise RuntimeError(f"the server behind py-spy did not start; see {work_dir}/server-{port}.log")
-        yield RunningServer(url, pid, proc.process.pid if profiler_argv else None, recorders)
+        proc.watch_threads(threads_to_ignore(url + "/debug"))  # as runner._start_target (on demand only)
+        yield RunningServer(url, pid, proc, recorders)
 
 
 class CpuSampler:

@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 
 from loadlab.processes import ManagedProcess, pyspy_binary
-from loadlab.recording import ChildRecorders
+from loadlab.recording import ChildRecorders, ThreadWatch, threads_to_ignore
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -248,13 +248,18 @@ def render(result: dict[str, Any]) -> str:
 
 
 # The demo app, idle, as `loadlab profile` serves it: what each way of recording costs.
-# label -> (py-spy's flags, children by their own recorders, py-spy's rate, the loop by the app's sampler)
-DEMO_SETTINGS: dict[str, tuple[tuple[str, ...], bool, int, bool]] = {
-    "--idle --threads --subprocesses, 100 Hz (before issue 18)": ((*BASE, "--subprocesses"), False, 100, False),
-    "--idle --threads, the server's process only, 100 Hz": (BASE, False, 100, False),
-    "the server's process at 100 Hz, children by their own recorders (the default before)": (BASE, True, 100, False),
-    "the default: the loop by the app's sampler at 100 Hz, py-spy 20 Hz --nonblocking, children by their own": (
-        (*BASE, "--nonblocking"), True, 20, True,
+# label -> (py-spy's flags, children by their own recorders, py-spy's rate, the loop by the app's sampler,
+# py-spy on the server only once a thread besides the loop runs: loadlab.recording.ThreadWatch)
+DEMO_SETTINGS: dict[str, tuple[tuple[str, ...], bool, int, bool, bool]] = {
+    "--idle --threads --subprocesses, 100 Hz (before issue 18)": ((*BASE, "--subprocesses"), False, 100, False, False),
+    "--idle --threads, the server's process only, 100 Hz": (BASE, False, 100, False, False),
+    "the server's process at 100 Hz, children by their own recorders (--loop-by-pyspy)": (
+        BASE, True, 100, False, False,
+    ),
+    "the loop by the app's sampler at 100 Hz, py-spy 20 Hz --nonblocking from the start, children by their own "
+    "(--pyspy-from-start)": ((*BASE, "--nonblocking"), True, 20, True, False),
+    "the default: the same, py-spy only once a thread besides the loop runs (the watch's CPU counted with it)": (
+        (*BASE, "--nonblocking"), True, 20, True, True,
     ),
 }  # fmt: skip
 
@@ -317,23 +322,41 @@ def demo_idle(*, window: float, rounds: int, work: Path) -> list[dict[str, Any]]
             kinds.append(_window_cpu([tree], window) - base)
             both.append(_window_cpu([psutil.Process(stacked.server_pid)], window) - base)
         kinds_cost, app_cost = statistics.median(kinds), statistics.median(both)
-        for label, (flags, split, rate, by_app) in DEMO_SETTINGS.items():
+        started = 0  # windows in which an on-demand py-spy started
+        for label, (flags, split, rate, by_app, on_demand) in DEMO_SETTINGS.items():
             s = stacked if by_app else plain
             shares = []
             for _ in range(rounds):
                 out = work / f"demo-{time.monotonic_ns()}.raw.txt"
                 argv = [spy, "record", "--rate", str(rate), *flags, "--format", "raw", "--output", str(out)]
                 recorders = ChildRecorders(out, 100, work / "children.log") if split else None
-                with ManagedProcess(
-                    [*argv, "--pid", str(s.server_pid)], name="py-spy", log_path=work / "py-spy.log"
-                ) as main:
+                main = ManagedProcess([*argv, "--pid", str(s.server_pid)], name="py-spy", log_path=work / "py-spy.log")
+                watch = None
+                try:
+                    if on_demand:  # as the harness does it: the watch starts py-spy if a thread runs
+                        ignore = threads_to_ignore(s.url + "/debug") or frozenset()
+                        watch = ThreadWatch(s.server_pid, ignore, main.start)
+                        watch.watch()
+                    else:
+                        main.start()
                     if recorders is not None:
                         recorders.watch(lambda s=s: s.server_pid)
                     time.sleep(1.5)  # attached, children found, symbols read
-                    procs = [psutil.Process(p) for p in [main.pid, *(recorders.pids if recorders else [])]]
+                    spies = [main.pid] if main.popen is not None else []
+                    procs = [psutil.Process(p) for p in [*spies, *(recorders.pids if recorders else [])]]
+                    ident = watch._thread.ident if watch is not None else None
+                    clock = time.pthread_getcpuclockid(ident) if ident is not None else None
+                    watch0 = time.clock_gettime(clock) if clock is not None else 0.0
                     shares.append(_window_cpu(procs, window))
+                    if clock is not None:  # the watch reads /proc from this process: its cost too
+                        shares[-1] += (time.clock_gettime(clock) - watch0) / window
+                    started += bool(on_demand and main.popen is not None)
+                finally:
                     if recorders is not None:
                         recorders.stop()
+                    if watch is not None:
+                        watch.stop()
+                    main.stop()
             row: dict[str, Any] = {
                 "label": label,
                 "threads": threads,
@@ -341,6 +364,8 @@ def demo_idle(*, window: float, rounds: int, work: Path) -> list[dict[str, Any]]
                 "spy_cpu_share": statistics.median(shares),
                 "windows": shares,
             }
+            if on_demand:
+                row["pyspy_started_in_windows"] = started
             row["app_sampler_cpu_share"] = app_cost if by_app else kinds_cost
             rows.append(row)
             extra = f" + the app's samplers {row['app_sampler_cpu_share']:.1%}"

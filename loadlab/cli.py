@@ -179,6 +179,16 @@ _TARGET_OPTIONS = (
             "way before, costlier)."
         ),
     ),
+    click.option(
+        "--pyspy-on-demand/--pyspy-from-start",
+        envvar="LOADLAB_PYSPY_ON_DEMAND",
+        default=True,
+        show_default=True,
+        help=(
+            "With --loop-by-app: py-spy attaches only once a thread other than the loop runs (while only the "
+            "loop runs, the app's sampler records everything); --pyspy-from-start: from the server's start."
+        ),
+    ),
     click.option("--no-profile", envvar="LOADLAB_NO_PROFILE", is_flag=True, help="Run the load test without py-spy."),
     click.option(
         "--no-instrument",
@@ -244,6 +254,7 @@ def _target_config(opts: dict[str, Any], **more: Any) -> ProfileConfig:
         native=opts["native"],
         nonblocking=opts["nonblocking"],
         loop_by_app=opts["loop_by_app"],
+        pyspy_on_demand=opts["pyspy_on_demand"],
         profile=not opts["no_profile"],
         instrument=not opts["no_instrument"],
         health_path=opts["health_path"],

@@ -109,6 +109,9 @@ class ProfileConfig:
     # The loop's stacks by the app's own sampler, py-spy slower and not pausing (loadlab.recording);
     # False: py-spy pauses the server's process at --rate, the loop included (--loop-by-pyspy).
     loop_by_app: bool = True
+    # With the loop by the app: py-spy attaches only once a thread other than the loop runs
+    # (loadlab.recording.ThreadWatch); False: from the server's start (--pyspy-from-start).
+    pyspy_on_demand: bool = True
     profile: bool = True
     instrument: bool = True
     out: Path | None = None
@@ -284,7 +287,8 @@ KNOWN_ENV = frozenset(
     for name in (
         # loadlab profile's flags
         "APP FACTORY SCENARIO LOCUSTFILE VARIANTS TAGS USERS SPAWN_RATE DURATION WORKERS SERVER "
-        "LOCUST_PROCESSES LOOP RATE NATIVE NONBLOCKING LOOP_BY_APP NO_PROFILE NO_INSTRUMENT BIND TARGET_HOST "
+        "LOCUST_PROCESSES LOOP RATE NATIVE NONBLOCKING LOOP_BY_APP PYSPY_ON_DEMAND NO_PROFILE NO_INSTRUMENT BIND "
+        "TARGET_HOST "
         "ALLOW_REMOTE HEALTH_PATH OUT PROFILES_DIR FAIL_RATIO PYSPY EXPECT_WORKERS MASTER_BIND MASTER_PORT "
         "WORKERS_WAIT AGENT AGENT_TOKEN_FILE "
         # the target app and the instrumentation

@@ -1049,6 +1049,16 @@ class Instrumentation:
             if self.stacks.start() and self.sampler is not None:
                 self.sampler.stacks = self.stacks
 
+    def own_threads(self) -> list[int]:
+        """The native ids of the loop's thread and of loadlab's own threads in this process: a
+        recorder that starts py-spy only once another thread runs (:class:`loadlab.recording.ThreadWatch`)
+        leaves these out."""
+        threads = [self.watchdog._thread if self.watchdog else None, self.sampler._thread if self.sampler else None]
+        own = {t.native_id or 0 for t in threads if t is not None}
+        if self.watchdog is not None:
+            own.add(self.watchdog.loop_native_tid or 0)
+        return sorted(own - {0})
+
     async def stop(self) -> None:
         if self.stacks is not None:
             self.stacks.stop()
@@ -1431,7 +1441,8 @@ class InstrumentedApp:
 
     def _debug_stacks(self, scope: Scope) -> DebugResponse:
         stacks = self.instrumentation.stacks
-        return _json(stacks.snapshot() if stacks else {"pid": os.getpid(), "hz": 0, "stacks": []})
+        answer = stacks.snapshot() if stacks else {"pid": os.getpid(), "hz": 0, "stacks": []}
+        return _json({**answer, "own_threads": self.instrumentation.own_threads()})
 
     def _debug_stalls(self, scope: Scope) -> DebugResponse:
         watchdog = self.instrumentation.watchdog

@@ -32,7 +32,7 @@ from loadlab._guard import TOKEN_VAR, carriers
 from loadlab.config import LOOPBACK, with_checkout_on_path
 
 if TYPE_CHECKING:
-    from loadlab.recording import ChildRecorders
+    from loadlab.recording import ChildRecorders, ThreadWatch
 
 __all__ = ["LOOPBACK"]  # re-exported: processes and tests bind to it
 
@@ -510,6 +510,7 @@ class ProfiledServer:
         stop_timeout: float = 20.0,
         attach: bool = False,
         children: ChildRecorders | None = None,
+        on_demand: bool = False,
     ) -> None:
         argv = list(server_argv)
         # children: py-spy records the server's own process only; these record its children.
@@ -517,8 +518,13 @@ class ProfiledServer:
         self.children_summary: dict[str, object] | None = None
         env = dict(os.environ if env is None else env)
         self.exit_file = log_path.with_name(f".{log_path.stem}-exit-code")
-        # attach: py-spy is started later, by PID (start_profiler), when the load begins.
-        self.attach_argv = list(profiler_argv) if profiler_argv and attach else None
+        # attach: py-spy is started later, by PID (start_profiler), when the load begins; on_demand:
+        # when a thread other than the loop first runs (watch_threads).
+        self.on_demand = bool(profiler_argv) and on_demand
+        self.attach_argv = list(profiler_argv) if profiler_argv and (attach or on_demand) else None
+        self.watch: ThreadWatch | None = None
+        self._spy_lock = threading.Lock()
+        self._closing = False
         self.spy: ManagedProcess | None = None
         self.spy_log = log_path.with_name("py-spy.log")
         self.spy_exit_code: int | None = None
@@ -545,9 +551,9 @@ class ProfiledServer:
 
     def __enter__(self) -> ProfiledServer:
         self.process.start()
-        if self.children is not None and self.attach_argv is None:
+        if self.children is not None and (self.attach_argv is None or self.on_demand):
             self.children.main_started = time.monotonic() if self.profiled else None
-            self.children.watch(self.server_pid)  # attached later: they start with py-spy
+            self.children.watch(self.server_pid)  # attached at the load: they start with py-spy
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -622,24 +628,55 @@ class ProfiledServer:
 
     def start_profiler(self) -> int | None:
         """With ``attach``: start py-spy on the running server now; its PID (None if not attaching)."""
-        if self.attach_argv is None or self.spy is not None:
+        with self._spy_lock:
+            if self.attach_argv is None or self.spy is not None or self._closing:
+                return None
+            argv = [*self.attach_argv, "--pid", str(self.process.pid)]
+            self.spy = ManagedProcess(argv, name="py-spy", log_path=self.spy_log, stop_ladder=PYSPY_STOP_LADDER)
+            self.spy.start()
+            if self.children is not None:
+                self.children.main_started = time.monotonic()
+                if not self.on_demand:
+                    self.children.watch(self.server_pid)
+            return self.spy.pid
+
+    def watch_threads(self, ignore: frozenset[int] | None) -> None:
+        """With ``on_demand``: attach py-spy the first time a thread of the server other than
+        ``ignore`` (the loop's and loadlab's own) runs; at once when ``ignore`` is unknown (None:
+        the app did not say, or its loop is not sampled in the app)."""
+        if not self.on_demand or self.watch is not None:
+            return
+        if ignore is None:
+            self.start_profiler()
+            return
+        from loadlab.recording import ThreadWatch  # noqa: PLC0415 - recording imports this module
+
+        self.watch = ThreadWatch(self.process.pid, ignore, self.start_profiler)
+        self.watch.watch()
+
+    def on_demand_summary(self) -> dict[str, object] | None:
+        """What ``run.json``'s ``profiler`` keeps of an on-demand py-spy: whether it started, how
+        long after the watch began, for which thread."""
+        if not self.on_demand:
             return None
-        argv = [*self.attach_argv, "--pid", str(self.process.pid)]
-        self.spy = ManagedProcess(argv, name="py-spy", log_path=self.spy_log, stop_ladder=PYSPY_STOP_LADDER)
-        self.spy.start()
-        if self.children is not None:
-            self.children.main_started = time.monotonic()
-            self.children.watch(self.server_pid)
-        return self.spy.pid
+        watch = self.watch
+        after = None
+        if watch is not None and watch.began is not None and watch.fired is not None:
+            after = round(watch.fired - watch.began, 2)
+        return {"started": self.spy is not None, "after_s": after, "thread": watch.thread_id if watch else None}
 
     def stop(self) -> list[int]:
         """Stop the server, let py-spy write its profile, and return PIDs that had to be killed."""
         # Re-entrant: if an interrupt lands halfway, the next call (the with-block's exit) goes on
         # from where this one stopped; only a finished stop is final.
+        with self._spy_lock:
+            self._closing = True  # an on-demand py-spy not started by now never will be
         if self.spy is not None and self.spy_exit_code is None:
             if self.children is not None and self.children.main_stopped is None:
                 self.children.main_stopped = time.monotonic()  # SIGINT ends its sampling
             self.spy_exit_code = self.spy.stop()  # attached: py-spy first (SIGINT: it writes), the server after
+        if self.watch is not None:
+            self.watch.stop()  # after the py-spy it started (which dies with the thread that forked it)
         if self.children is not None:
             self.children.stop()  # the children's recorders first too, while what they sample still runs
         if self.stopped or self.process.popen is None:

@@ -54,6 +54,9 @@ CHILD_RATE_DIVISOR = 10  # children are sampled at a tenth of the loop's rate
 PROCESS_RATE_DIVISOR = 5  # with the loop sampled by the app: py-spy on the server at a fifth of it
 LOOP_SAMPLER_MAX_HZ = 400  # the app's loop sampler's own bound (LOADLAB_LOOP_SAMPLE_HZ)
 POLL_S = 0.5
+# How often the server's threads are read until one other than the loop has run: each look wakes the
+# watching thread, ~100 µs of CPU on this VM (0.2% of a core at 20 Hz), the reads ~20 µs more.
+WATCH_S = 0.1
 HELPER_MARK = "multiprocessing.resource_tracker"  # a child that is never recorded
 MIN_AGE_S = 0.5  # a child younger than this may not have its interpreter up yet
 
@@ -123,13 +126,17 @@ class Recording:
     loop_by_app: bool  # the loop's stacks from the app's sampler; py-spy slower, not pausing
     native: bool = False
     nonblocking: bool = False
+    # With the loop by the app: py-spy starts only once a thread other than the loop's and loadlab's
+    # own has run (ThreadWatch); until then, and if none ever does, there is nothing for it to record.
+    on_demand: bool = False
 
     @classmethod
     def of(cls, cfg: ProfileConfig) -> Recording:
         """The plan for a run of ``cfg``."""
         split = split_recording(server=cfg.server, workers=cfg.workers)
         by_app = loop_by_sampler(split=split, instrument=cfg.instrument, native=cfg.native, asked=cfg.loop_by_app)
-        return cls(cfg.rate, split, by_app, cfg.native, cfg.nonblocking)
+        on_demand = by_app and cfg.pyspy_on_demand and not cfg.expect_workers
+        return cls(cfg.rate, split, by_app, cfg.native, cfg.nonblocking, on_demand)
 
     @property
     def pyspy_rate(self) -> int:
@@ -151,12 +158,115 @@ class Recording:
         if not self.split:
             return None
         process = self.pyspy_rate if self.loop_by_app else None
-        return ChildRecorders(output, self.rate, log_path, native=self.native, process_rate=process)
+        return ChildRecorders(
+            output, self.rate, log_path, native=self.native, process_rate=process, on_demand=self.on_demand
+        )
 
     def describe(self) -> str:
         if self.loop_by_app:
-            return f"the loop sampled in the app at {self.rate} Hz, py-spy at {self.pyspy_rate} Hz without pausing it"
+            when = " once a thread besides the loop runs" if self.on_demand else ""
+            return (
+                f"the loop sampled in the app at {self.rate} Hz, py-spy at {self.pyspy_rate} Hz without "
+                f"pausing it{when}"
+            )
         return f"py-spy at {self.rate} Hz{' with --native' if self.native else ''}"
+
+
+class ThreadClocks:
+    """Each thread of process ``pid`` → its time on a CPU so far, in ns: the first field of
+    ``/proc/PID/task/TID/schedstat`` (exact, where ``stat``'s clock ticks would miss a thread that
+    woke for a few microseconds). Each file is opened once and re-read with ``pread``: opening seven
+    files twenty times a second cost the watching process ~0.6% of a core, the re-reads a tenth of
+    it. :meth:`read` raises OSError when the process is gone or its files cannot be read."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._fds: dict[int, int] = {}
+
+    def read(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for name in os.listdir(f"/proc/{self.pid}/task"):
+            tid = int(name)
+            try:
+                fd = self._fds.get(tid)
+                if fd is None:
+                    fd = self._fds[tid] = os.open(f"/proc/{self.pid}/task/{name}/schedstat", os.O_RDONLY)
+                out[tid] = int(os.pread(fd, 64, 0).split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # the thread ended meanwhile
+            except (ValueError, IndexError) as exc:
+                raise OSError(f"unreadable schedstat of thread {name}") from exc
+        for tid in set(self._fds) - set(out):  # ended threads: their ids may come back as new ones
+            os.close(self._fds.pop(tid))
+        return out
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+class ThreadWatch:
+    """Calls ``start`` (py-spy's attach) the first time a thread of the server other than
+    ``ignore`` (the loop's and loadlab's own, from the app's ``/debug/stacks``) runs at all: a
+    thread that appears, or one whose time on a CPU grows. While only the loop runs, the app's
+    own sampler has all there is to record, and a py-spy reading the idle threads' frames 20 times
+    a second would cost the server ~3% of a core for nothing (issue 18). The threads are read every
+    ``WATCH_S`` from this process, not the server's; py-spy attaches in ~50 ms, so a thread's first
+    0.05–0.15 s of work goes unrecorded. Where the threads cannot be read, ``start`` is called at once.
+
+    The thread that calls ``start`` outlives what it started until :meth:`stop` (a child's
+    parent-death signal follows the thread that forked it): stop py-spy first, then this."""
+
+    def __init__(self, pid: int, ignore: frozenset[int], start: Callable[[], object], every_s: float = WATCH_S) -> None:
+        self.pid = pid
+        self.ignore = ignore
+        self._start = start
+        self.every_s = every_s
+        self.began: float | None = None  # time.monotonic() when the watch began
+        self.fired: float | None = None  # when ``start`` was called
+        self.thread_id: int | None = None  # the thread seen running (None: fired because unreadable)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loadlab-thread-watch", daemon=True)
+
+    def watch(self) -> None:
+        self.began = time.monotonic()
+        self._thread.start()
+
+    def _run(self) -> None:
+        clocks = ThreadClocks(self.pid)
+        try:
+            seen = clocks.read()
+            while not self._stop.wait(self.every_s):
+                now = clocks.read()
+                ran = sorted(t for t, ns in now.items() if t not in self.ignore and seen.get(t) != ns)
+                if ran:
+                    self.thread_id = ran[0]
+                    break
+        except OSError:
+            if not os.path.exists(f"/proc/{self.pid}"):
+                return  # the server is gone: nothing to record
+        finally:
+            clocks.close()
+        if not self._stop.is_set():
+            self.fired = time.monotonic()
+            self._start()
+            self._stop.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+
+def threads_to_ignore(debug: str | None) -> frozenset[int] | None:
+    """The server's threads a :class:`ThreadWatch` leaves out — the loop's and loadlab's own, from
+    the app's ``/debug/stacks`` — or None when the loop's stacks are not the app's sampler's (they
+    must then be py-spy's, from the start) or the app did not say."""
+    snap = one_process(loop_stacks(debug)) if debug else None
+    if not snap or not float(snap.get("hz") or 0) or snap.get("unavailable") or not snap.get("own_threads"):
+        return None
+    return frozenset(int(t) for t in snap["own_threads"])
 
 
 def stacks_between(before: dict[str, Any] | None, now: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -226,6 +336,9 @@ class ChildRecorders:
     # owner: with its samples of the server's main thread, the rate it reached (reached_rate).
     main_started: float | None = None
     main_stopped: float | None = None
+    # py-spy on the server starts only when needed (ThreadWatch): if it never did, the profile is the
+    # app's loop stacks (and the children's), not a missing one.
+    on_demand: bool = False
     children: dict[int, _Child] = field(default_factory=dict)
     server: tuple[int, str] | None = None  # pid, command line
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -336,7 +449,7 @@ class ChildRecorders:
         ours = hz > 0 and bool(snap.get("stacks")) and snap.get("native_tid") is not None
         loop_thread = f"thread ({snap.get('native_tid') or (self.server or (0, ''))[0]})"
         reached = reached_rate(main, loop_thread, self.main_started, self.main_stopped, self.process_rate)
-        summary["rate_reached"] = round(reached, 2)
+        summary["rate_reached"] = round(reached, 2) if self.main_started is not None else None
         factor = self.main_rate / reached
         kept = []
         for line in main:
@@ -371,10 +484,11 @@ class ChildRecorders:
         }
         if self.process_rate is not None:
             summary["nonblocking"] = True
-        if self.server is None or not output.exists():
+        never_needed = self.on_demand and self.main_started is None
+        if self.server is None or not (output.exists() or never_needed):
             return summary
         prefix = process_frame(*self.server)
-        main = output.read_text().splitlines()
+        main = output.read_text().splitlines() if output.exists() else []
         if self.process_rate is not None:
             main, loop = self._loop_in_place(main, summary)
         else:

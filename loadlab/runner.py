@@ -56,7 +56,7 @@ from loadlab.processes import (
     wait_ready,
 )
 from loadlab.progress import Progress
-from loadlab.recording import Recording, median_cpu
+from loadlab.recording import Recording, median_cpu, threads_to_ignore
 from loadlab.redact import redact_url, scrub_folder
 from loadlab.render.charts import preload as preload_charts
 from loadlab.report import render_run, write_comparison
@@ -190,6 +190,8 @@ def _start_target(
         write_json(run.dir / "routes.json", client.get(f"{base}{prefix}/debug/routes").json())
         run.artefact("routes", run.dir / "routes.json")
     run.data["server"] = {"url": redact_url(base), "debug_prefix": prefix}
+    if server is not None and server.on_demand:  # py-spy attaches once a thread besides the loop runs
+        server.watch_threads(threads_to_ignore(None if prefix is None else f"{base}{prefix}/debug"))
     return Target(server, base, prefix)
 
 
@@ -305,7 +307,12 @@ def _poll_during_load(
         if time.monotonic() > deadline:
             raise RunFailed(f"Locust did not finish within {cfg.duration + LOCUST_GRACE_S:g} s; stopped it")
         if server is not None:
-            if server.attach_argv is not None and server.spy is None and _load_began(run.dir / "locust.log"):
+            if (
+                server.attach_argv is not None
+                and not server.on_demand
+                and server.spy is None
+                and _load_began(run.dir / "locust.log")
+            ):
                 run.data["pids"]["profiler"] = server.start_profiler()
                 if target.debug_prefix is not None:  # the loop sampler's record starts there too
                     debug = f"{target.base}{target.debug_prefix}/debug"
@@ -378,11 +385,16 @@ def _stop_server(run: Run, cfg: ProfileConfig, target: Target, progress: Progres
         run.data["profiler_warnings"] = pyspy_warnings(server.spy_log if attached else run.dir / "server.log")
         run.data["profiler"] = server.children_summary or {"mode": "subprocesses", "rate": cfg.rate}
         run.data["profiler"]["cpu_percent"] = median_cpu(run.data["timeseries"], "profiler")
+        on_demand = server.on_demand_summary()
+        if on_demand is not None:
+            run.data["profiler"]["on_demand"] = on_demand
+            if server.spy is not None:
+                run.data["pids"]["profiler"] = server.spy.pid
         if server.children is not None:
             for pid, recorder_pid in server.children.recorder_pids().items():
                 run.data["pids"][f"profiler_of_child_{pid}"] = recorder_pid
             run.data["profiler_warnings"] += pyspy_warnings(server.children.log_path)
-        if attached and server.spy is None:
+        if attached and server.spy is None and not server.on_demand:
             run.data["profile_error"] = "py-spy never started: the load never began"
 
 
@@ -451,7 +463,7 @@ def _start_server(
         server = children.enter_context(
             ProfiledServer(
                 server_argv, profiler_argv=profiler, env=env, log_path=run.dir / "server.log",
-                attach=bool(cfg.expect_workers), children=recorders,
+                attach=bool(cfg.expect_workers), children=recorders, on_demand=plan.on_demand,
             )
         )  # fmt: skip
         run.artefact("server_log", run.dir / "server.log")

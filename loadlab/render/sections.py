@@ -239,6 +239,12 @@ def _meta(run: dict[str, Any]) -> str:
     elif recorded.get("loop") == "sampler":
         loop_hz = recorded.get("loop_rate") or 0
         profiler = f"the loop sampled in the app at {loop_hz:g} Hz, py-spy {recorded.get('rate')} Hz"
+        on_demand = recorded.get("on_demand") or {}
+        if on_demand and not on_demand.get("started"):
+            profiler = f"the loop sampled in the app at {loop_hz:g} Hz; py-spy never needed: no thread but the loop ran"
+            recorded = {**recorded, "cpu_percent": recorded.get("cpu_percent") or None}  # children's recorders, if any
+        elif on_demand.get("after_s") is not None:
+            profiler += f" from when a thread besides the loop ran, {on_demand['after_s']:g} s after the server was up"
     else:
         profiler = f"py-spy {recorded.get('rate') or cfg.get('rate')} Hz"
     spy_cpu = recorded.get("cpu_percent")
