@@ -599,6 +599,12 @@ class ProfiledServer:
         sentence that blames the right process with its own exit code."""
         spy = self.process.poll()
         if not self.profiled:
+            attached = self.spy.poll() if self.spy is not None and self.spy_exit_code is None else None
+            if spy is None and attached is not None:  # a py-spy attached by PID died, not stopped by us
+                return (
+                    f"py-spy exited ({describe_exit(attached)}) while the server was being profiled; "
+                    "the server still running"
+                )
             return None if spy is None else f"the server exited ({describe_exit(spy)})"
         running = self._master_running()
         if spy is not None and (spy != 0 or running):

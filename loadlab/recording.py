@@ -33,6 +33,7 @@ Attaching by PID needs ptrace rights on processes the recorder did not start: ro
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import statistics
 import threading
@@ -337,14 +338,20 @@ class ChildRecorders:
     main_started: float | None = None
     main_stopped: float | None = None
     # py-spy on the server starts only when needed (ThreadWatch): if it never did, the profile is the
-    # app's loop stacks (and the children's), not a missing one.
+    # app's loop stacks (and the children's), not a missing one. Children found idle then get their
+    # recorders the first time they run.
     on_demand: bool = False
+    # The app's /debug/stacks answer kept during the load while no py-spy runs: the profile, should
+    # the server die before the end's is read.
+    loop_stacks_kept: dict[str, Any] | None = None
     children: dict[int, _Child] = field(default_factory=dict)
     server: tuple[int, str] | None = None  # pid, command line
     _stop: threading.Event = field(default_factory=threading.Event)
     _closing: bool = False
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # On demand: children found idle, by PID → (their schedstat's fd, its time then, (command, chain))
+    _idle: dict[int, tuple[int, int, tuple[str, list[str]]]] = field(default_factory=dict)
 
     @property
     def rate(self) -> int:
@@ -363,9 +370,19 @@ class ChildRecorders:
             return
         with contextlib.suppress(psutil.Error):
             self.server = (pid, _cmdline(psutil.Process(pid)))
-        while not self._stop.wait(POLL_S):
-            with contextlib.suppress(psutil.Error):
-                self._scan(psutil.Process(pid))
+        scanned = -math.inf
+        try:
+            # The tree is scanned every POLL_S; on demand, a child found idle is looked at every WATCH_S.
+            while not self._stop.wait(WATCH_S if self._idle else POLL_S):
+                if time.monotonic() - scanned >= POLL_S * 0.9:
+                    scanned = time.monotonic()
+                    with contextlib.suppress(psutil.Error):
+                        self._scan(psutil.Process(pid))
+                self._wake_idle()
+        finally:
+            for clock, _, _ in self._idle.values():
+                os.close(clock)
+            self._idle.clear()
 
     def _scan(self, server: psutil.Process) -> None:
         now = time.time()
@@ -373,37 +390,71 @@ class ChildRecorders:
         pids = {server.pid, *(p.pid for p in tree)}
         for proc in tree:
             with contextlib.suppress(psutil.Error):
-                if proc.pid in self.children or now - proc.create_time() < MIN_AGE_S or not _is_python(proc):
+                if proc.pid in self.children or proc.pid in self._idle:
+                    continue
+                if now - proc.create_time() < MIN_AGE_S or not _is_python(proc):
                     continue
                 command = _cmdline(proc)
                 if HELPER_MARK in command:
                     continue  # multiprocessing's resource tracker: no app code runs there
                 chain = [process_frame(p.pid, _cmdline(p)) for p in reversed(proc.parents()) if p.pid in pids]
                 chain.append(process_frame(proc.pid, command))
-                output = self.main_output.with_name(f".{self.main_output.stem}.child-{proc.pid}.txt")
-                # --native cannot be combined with --nonblocking in py-spy
-                argv = pyspy_argv(
-                    output,
-                    rate=self.rate,
-                    native=self.native,
-                    nonblocking=not self.native,
-                    pid=proc.pid,
-                    subprocesses=False,
-                )
-                with self._lock:
-                    if self._closing:
-                        return
-                    recorder = ManagedProcess(
-                        argv, name="py-spy (child)", log_path=self.log_path, stop_ladder=PYSPY_STOP_LADDER
-                    )
-                    child = _Child(proc.pid, command, chain, output, recorder.start(), started=time.monotonic())
-                    self.children[proc.pid] = child
+                if self.on_demand:
+                    try:  # its main thread's time on a CPU (a pool's worker runs its tasks there)
+                        clock = os.open(f"/proc/{proc.pid}/schedstat", os.O_RDONLY)
+                    except OSError:
+                        self._attach(proc.pid, command, chain)  # cannot tell when it runs: from now
+                        continue
+                    try:
+                        self._idle[proc.pid] = (clock, int(os.pread(clock, 64, 0).split()[0]), (command, chain))
+                    except (OSError, ValueError, IndexError):
+                        os.close(clock)
+                        self._attach(proc.pid, command, chain)
+                    continue
+                self._attach(proc.pid, command, chain)
+
+    def _wake_idle(self) -> None:
+        """On demand: a child found idle gets its recorder the first time it runs (its main
+        thread's time on a CPU grows); one that ends first never gets one."""
+        for pid, (clock, baseline, (command, chain)) in list(self._idle.items()):
+            try:
+                ran = int(os.pread(clock, 64, 0).split()[0]) != baseline
+            except (OSError, ValueError, IndexError):
+                ran = None  # gone
+            if ran is False:
+                continue
+            os.close(clock)
+            del self._idle[pid]
+            if ran:
+                self._attach(pid, command, chain)
+
+    def _attach(self, pid: int, command: str, chain: list[str]) -> None:
+        """A recorder on child ``pid``, from now."""
+        output = self.main_output.with_name(f".{self.main_output.stem}.child-{pid}.txt")
+        # --native cannot be combined with --nonblocking in py-spy
+        argv = pyspy_argv(
+            output, rate=self.rate, native=self.native, nonblocking=not self.native, pid=pid, subprocesses=False
+        )
+        with self._lock:
+            if self._closing:
+                return
+            recorder = ManagedProcess(
+                argv, name="py-spy (child)", log_path=self.log_path, stop_ladder=PYSPY_STOP_LADDER
+            )
+            self.children[pid] = _Child(pid, command, chain, output, recorder.start(), started=time.monotonic())
 
     def mark_loop_start(self, debug: str) -> None:
         """py-spy attaches now, late (``--expect-workers``, the agent): the app's loop stacks so
         far, to be cut from those at the end."""
         if self.process_rate is not None:
             self.loop_stacks_before = one_process(loop_stacks(debug))
+
+    def keep_loop_stacks(self, debug: str) -> None:
+        """While an on-demand py-spy has not started, the app's loop stacks are the whole profile,
+        and they live in the server: kept now and then (each answer costs the loop a few ms), so a
+        server that dies keeps its profile up to then."""
+        if self.process_rate is not None and (now := one_process(loop_stacks(debug))) is not None:
+            self.loop_stacks_kept = now
 
     def take_loop_stacks(self, debug: str | None) -> None:
         """The app's loop stacks since the start (or :meth:`mark_loop_start`), read before the
@@ -485,6 +536,11 @@ class ChildRecorders:
         if self.process_rate is not None:
             summary["nonblocking"] = True
         never_needed = self.on_demand and self.main_started is None
+        if never_needed and self.loop_stacks is None and self.loop_stacks_kept is not None:
+            # The server died (or stopped answering) before its loop stacks were read at the end,
+            # and no py-spy ran: the profile up to the last copy kept during the load.
+            self.loop_stacks = stacks_between(self.loop_stacks_before, self.loop_stacks_kept)
+            summary["loop_copy"] = True
         if self.server is None or not (output.exists() or never_needed):
             return summary
         prefix = process_frame(*self.server)

@@ -87,6 +87,7 @@ LOCUST_GRACE_S = 60.0
 POLL_INTERVAL_S = 1.0  # the app's inner state and Locust's live figures, once a second
 DEBUG_TIMEOUT_S = 2.0  # a loop that cannot answer its own debug route in this long is a finding
 KEEP_FAILURES = 10  # the most frequent failures and exceptions run.json keeps
+KEEP_STACKS_EVERY = 5  # seconds of load between two copies of the app's loop stacks, while no py-spy runs
 
 
 class RunFailed(RuntimeError):
@@ -319,6 +320,12 @@ def _poll_during_load(
                     samples_at_start = loop_samples(debug, cfg.workers)
                     if server.children is not None:
                         server.children.mark_loop_start(debug)
+            if server.on_demand and "profiler" not in run.data["pids"]:
+                if server.spy is not None:  # attached since the last second
+                    run.data["pids"]["profiler"] = server.spy.pid
+                elif server.children is not None and target.debug_prefix is not None:
+                    if len(run.data["timeseries"]) % KEEP_STACKS_EVERY == 0:  # each answer costs the loop ~7 ms
+                        server.children.keep_loop_stacks(f"{target.base}{target.debug_prefix}/debug")
             # Know every descendant by PID while it is still ours: if the master crashes, its
             # children are re-parented and could not be found from it any more.
             server.process.remember_descendants()
@@ -389,7 +396,7 @@ def _stop_server(run: Run, cfg: ProfileConfig, target: Target, progress: Progres
         if on_demand is not None:
             run.data["profiler"]["on_demand"] = on_demand
             if server.spy is not None:
-                run.data["pids"]["profiler"] = server.spy.pid
+                run.data["pids"]["profiler"] = server.spy.pid  # (also when it attached in the last second)
         if server.children is not None:
             for pid, recorder_pid in server.children.recorder_pids().items():
                 run.data["pids"][f"profiler_of_child_{pid}"] = recorder_pid

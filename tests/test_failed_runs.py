@@ -434,8 +434,9 @@ def test_the_servers_own_exit_code_is_reported_under_py_spy(tmp_path: Path) -> N
 
 
 def test_killing_py_spy_blames_py_spy_not_the_server(tmp_path: Path) -> None:
+    # A def route: py-spy attaches at its first thread (on demand), and is killed once it runs.
     code, stderr, data = kill_mid_load(
-        "profiler", ["-T", "async-sleep", "-u", "3", "--duration", "60"], tmp_path / "run"
+        "profiler", ["-T", "threadpool-sleep", "-u", "3", "--duration", "60"], tmp_path / "run"
     )
     assert code == 1, stderr
     assert data["status"] == "failed"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -29,6 +30,8 @@ from loadlab.processes import ManagedProcess, ProfiledServer, free_port, pyspy_a
 from loadlab.recording import (
     ChildRecorders,
     Recording,
+    ThreadClocks,
+    ThreadWatch,
     _Child,
     can_split,
     child_rate,
@@ -550,3 +553,221 @@ def test_the_apps_loop_stacks_agree_with_a_pausing_pyspy(tmp_path: Path) -> None
     for name in names:  # each about a quarter of the loop's time (the rest: parked, and the framework)
         assert theirs[name] > 0.1, (name, theirs)
         assert abs(ours[name] - theirs[name]) < 0.3 * theirs[name] + 0.06, (name, ours, theirs)
+
+
+THREADS = textwrap.dedent(
+    """
+    import json, sys, threading, time
+    go = threading.Event()
+    def ticker():  # wakes all the time, as loadlab's watchdog does: left out by the watch
+        while True:
+            time.sleep(0.01)
+    def worker():  # idle until told, as a pool's thread is
+        go.wait()
+        sum(range(10_000))
+        time.sleep(60)
+    tick = threading.Thread(target=ticker, daemon=True)
+    work = threading.Thread(target=worker, daemon=True)
+    tick.start(); work.start()
+    time.sleep(0.2)
+    ids = {"main": threading.get_native_id(), "ticker": tick.native_id, "worker": work.native_id}
+    print(json.dumps(ids), flush=True)
+    line = sys.stdin.readline().strip()
+    if line == "wake":
+        go.set()
+    elif line == "spawn":
+        threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["wake", "spawn"])
+def test_the_watch_starts_pyspy_only_once_a_thread_besides_the_left_out_ones_runs(how: str, tmp_path: Path) -> None:
+    (tmp_path / "threads.py").write_text(THREADS)
+    proc = subprocess.Popen(
+        [sys.executable, "threads.py"], cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    fired = threading.Event()
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        tids = json.loads(proc.stdout.readline())
+        watch = ThreadWatch(proc.pid, frozenset({tids["main"], tids["ticker"]}), fired.set, every_s=0.02)
+        watch.watch()
+        try:
+            assert not fired.wait(1.0), "fired while only the left-out threads ran"  # the ticker woke ~100 times
+            proc.stdin.write(how + "\n")
+            proc.stdin.flush()
+            assert fired.wait(5.0), "not fired when another thread ran"
+            assert watch.fired is not None and watch.began is not None and watch.fired > watch.began
+            if how == "wake":
+                assert watch.thread_id == tids["worker"]
+            else:
+                assert watch.thread_id not in set(tids.values())  # the new thread
+        finally:
+            watch.stop()
+        assert not watch._thread.is_alive()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_thread_clocks_see_a_thread_run_and_close_ended_threads_files() -> None:
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (sum(range(200_000)), done.wait()), daemon=True)
+    clocks = ThreadClocks(os.getpid())
+    try:
+        before = clocks.read()
+        thread.start()
+        time.sleep(0.2)
+        after = clocks.read()
+        assert thread.native_id in after and thread.native_id not in before
+        assert after[thread.native_id] > 0
+        done.set()
+        thread.join()
+        deadline = time.monotonic() + 5  # the OS thread outlives join() by a moment
+        while thread.native_id in clocks.read() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert thread.native_id not in clocks.read() and thread.native_id not in clocks._fds
+    finally:
+        clocks.close()
+
+
+def test_an_on_demand_pyspy_that_never_started_leaves_the_loop_stacks_as_the_profile(tmp_path: Path) -> None:
+    main = tmp_path / "profile.raw.txt"  # py-spy never ran: no file of its own
+    rec = ChildRecorders(main, 100, tmp_path / "log", process_rate=process_rate(100), on_demand=True)
+    rec.server = (11, "python -m uvicorn app:app")
+    rec.loop_stacks = {
+        "native_tid": 11, "thread_name": "MainThread", "hz": 100.0, "seconds": 1.0,
+        "stacks": [["run (loop.py:1);handler (app.py:3)", 40], ["run (loop.py:1);select (selectors.py:5)", 60]],
+    }  # fmt: skip
+    summary = rec.merge_into(main)
+    prefix = 'process 11:"python -m uvicorn app:app"'
+    assert main.read_text().splitlines() == [
+        f"{prefix};thread (11): MainThread;run (loop.py:1);handler (app.py:3) 40",
+        f"{prefix};thread (11): MainThread;run (loop.py:1);select (selectors.py:5) 60",
+    ]
+    assert summary["loop"] == "sampler" and summary["rate_reached"] is None
+    # Not on demand (or started and it wrote nothing): no profile, and the run says so.
+    main.unlink()
+    rec.on_demand = False
+    assert "loop" not in rec.merge_into(main) and not main.exists()
+
+
+ON_DEMAND_APP = textwrap.dedent(
+    """
+    import time
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/blocks")
+    async def blocks() -> dict:
+        time.sleep(0.005)  # blocks the loop: found by the app's own sampler alone
+        return {}
+
+    @app.get("/threaded")
+    def threaded() -> dict:
+        time.sleep(0.01)  # in AnyIO's threadpool: py-spy's to record
+        return {}
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {}
+    """
+)
+ON_DEMAND_LOCUSTFILE = textwrap.dedent(
+    """
+    from locust import HttpUser, constant, tag, task
+    class U(HttpUser):
+        wait_time = constant(0.01)
+        @tag("blocks")
+        @task
+        def blocks(self):
+            self.client.get("/blocks")
+        @tag("threaded")
+        @task
+        def threaded(self):
+            self.client.get("/threaded")
+    """
+)
+
+
+@needs_pyspy
+def test_pyspy_attaches_only_when_a_thread_besides_the_loop_runs(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(ON_DEMAND_APP)
+    (tmp_path / "locustfile.py").write_text(ON_DEMAND_LOCUSTFILE)
+    runs = {}
+    for tag in ("blocks", "threaded"):
+        result = loadlab(
+            "profile", "--app", "app:app", "--locustfile", "locustfile.py", "-T", tag, "-u", "4", "-t", "3",
+            "--out", str(tmp_path / tag), cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        runs[tag] = run_json(tmp_path / tag)
+        assert_all_stopped(runs[tag]["pids"])
+    # Only the loop ran: no py-spy at all, and the app's loop stacks are the whole profile.
+    alone = runs["blocks"]
+    assert alone["profiler"]["on_demand"] == {"started": False, "after_s": None, "thread": None}, alone["profiler"]
+    assert "profiler" not in alone["pids"] and not alone.get("profile_error")
+    assert alone["status"] == "complete", alone.get("reason")
+    assert alone["analysis"]["loop"]["blockers"][0]["function"] == "blocks"
+    lines = (tmp_path / "blocks" / "profile.raw.txt").read_text().splitlines()
+    assert lines and all("MainThread" in line for line in lines)
+    report = (tmp_path / "blocks" / "report.md").read_text()
+    assert "py-spy never needed: no thread but the loop ran" in report
+    # A def route: py-spy attached when its first thread ran, and the threadpool view has it.
+    pooled = runs["threaded"]
+    on_demand = pooled["profiler"]["on_demand"]
+    assert on_demand["started"] and on_demand["after_s"] is not None and on_demand["thread"], on_demand
+    assert pooled["pids"]["profiler"] and pooled["profiler"]["rate_reached"], pooled["profiler"]
+    workers = {f["function"]: f for f in pooled["analysis"]["threadpool"]["by_function"]}
+    assert "threaded" in workers and workers["threaded"]["average_busy_workers"] > 0, workers
+
+
+WAKING_CHILD = textwrap.dedent(
+    """
+    import multiprocessing, sys, time
+    def child(conn):
+        conn.recv()  # idle until the parent says, as a pool's worker waits for a task
+        end = time.perf_counter() + 2.0
+        while time.perf_counter() < end:
+            pass
+        time.sleep(60)
+    if __name__ == "__main__":
+        ours, theirs = multiprocessing.get_context("spawn").Pipe()
+        multiprocessing.get_context("spawn").Process(target=child, args=(theirs,), daemon=True).start()
+        sys.stdin.readline()
+        ours.send(1)
+        time.sleep(60)
+    """
+)
+
+
+@needs_pyspy
+def test_on_demand_a_child_gets_its_recorder_only_once_it_runs(tmp_path: Path) -> None:
+    (tmp_path / "parent.py").write_text(WAKING_CHILD)
+    parent = subprocess.Popen([sys.executable, "parent.py"], cwd=tmp_path, stdin=subprocess.PIPE, text=True)
+    rec = ChildRecorders(tmp_path / "profile.raw.txt", 100, tmp_path / "children.log", on_demand=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not psutil.Process(parent.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        rec.watch(lambda: parent.pid)
+        time.sleep(2.0)  # found (older than half a second), and idle all along
+        assert rec.children == {} and len(rec._idle) == 1, (rec.children, rec._idle)
+        assert parent.stdin is not None
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        deadline = time.monotonic() + 5
+        while not rec.children and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(rec.children) == 1 and rec._idle == {}
+        time.sleep(1.0)  # sampled while it computes
+    finally:
+        rec.stop()
+        parent.kill()
+        parent.wait()
+    (child,) = rec.children.values()
+    assert child.exit_code == 0, (tmp_path / "children.log").read_text()
+    assert "child" in child.output.read_text()  # its spinning function, recorded
