@@ -329,7 +329,7 @@ def demo_idle(*, window: float, rounds: int, work: Path) -> list[dict[str, Any]]
             for _ in range(rounds):
                 out = work / f"demo-{time.monotonic_ns()}.raw.txt"
                 argv = [spy, "record", "--rate", str(rate), *flags, "--format", "raw", "--output", str(out)]
-                recorders = ChildRecorders(out, 100, work / "children.log") if split else None
+                recorders = ChildRecorders(out, 100, work / "children.log", on_demand=on_demand) if split else None
                 main = ManagedProcess([*argv, "--pid", str(s.server_pid)], name="py-spy", log_path=work / "py-spy.log")
                 watch = None
                 try:
