@@ -350,13 +350,16 @@ def demo_idle(*, window: float, rounds: int, work: Path) -> list[dict[str, Any]]
                     shares.append(_window_cpu(procs, window))
                     if clock is not None:  # the watch reads /proc from this process: its cost too
                         shares[-1] += (time.clock_gettime(clock) - watch0) / window
+                    if main.popen is not None and not spies:  # started during the window: all of it counts
+                        shares[-1] += _cpu(psutil.Process(main.pid)) / window
                     started += bool(on_demand and main.popen is not None)
                 finally:
                     if recorders is not None:
                         recorders.stop()
+                    main.stop()  # before the watch: the thread that started py-spy is its parent-death link
                     if watch is not None:
                         watch.stop()
-                    main.stop()
+                    main.stop()  # one the watch started meanwhile
             row: dict[str, Any] = {
                 "label": label,
                 "threads": threads,

@@ -182,17 +182,19 @@ SAMPLES_TIMEOUT_S = 5.0  # a loop still blocked answers late; a worker that neve
 SAMPLES_TRIES_PER_PROCESS = 12
 
 
-def per_process(debug: str | None, what: str, processes: int = 1) -> dict[int, dict[str, Any]] | None:
+def per_process(
+    debug: str | None, what: str, processes: int = 1, timeout: float = SAMPLES_TIMEOUT_S
+) -> dict[int, dict[str, Any]] | None:
     """``{debug}/{what}`` of each server process, by PID (None without instrumentation or an
     answer). Several worker processes share one port: each request goes over a fresh connection,
     until every one of them has answered or the tries run out."""
     if debug is None:
         return None
     found: dict[int, dict[str, Any]] = {}
-    deadline = time.monotonic() + 4 * SAMPLES_TIMEOUT_S
+    deadline = time.monotonic() + 4 * timeout
     for _ in range(max(1, processes) * (1 if processes <= 1 else SAMPLES_TRIES_PER_PROCESS)):
         with contextlib.suppress(httpx.HTTPError, ValueError):
-            answer = httpx.get(f"{debug}/{what}", timeout=SAMPLES_TIMEOUT_S, headers={"Connection": "close"}).json()
+            answer = httpx.get(f"{debug}/{what}", timeout=timeout, headers={"Connection": "close"}).json()
             if isinstance(answer, dict):
                 found[int(answer.get("pid") or 0)] = answer
         if len(found) >= processes or time.monotonic() > deadline:
@@ -205,9 +207,11 @@ def loop_samples(debug: str | None, processes: int = 1) -> dict[int, dict[str, A
     return per_process(debug, "samples", processes)
 
 
-def loop_stacks(debug: str | None, processes: int = 1) -> dict[int, dict[str, Any]] | None:
+def loop_stacks(
+    debug: str | None, processes: int = 1, timeout: float = SAMPLES_TIMEOUT_S
+) -> dict[int, dict[str, Any]] | None:
     """Each server process's loop stacks from its sampler (``/debug/stacks``), by PID."""
-    return per_process(debug, "stacks", processes)
+    return per_process(debug, "stacks", processes, timeout)
 
 
 def one_process(by_pid: dict[int, dict[str, Any]] | None) -> dict[str, Any] | None:

@@ -553,7 +553,7 @@ class ProfiledServer:
         self.process.start()
         if self.children is not None and (self.attach_argv is None or self.on_demand):
             self.children.main_started = time.monotonic() if self.profiled else None
-            self.children.watch(self.server_pid)  # attached at the load: they start with py-spy
+            self.children.watch(self.server_pid)  # py-spy attached at the load: they start with it
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -633,13 +633,15 @@ class ProfiledServer:
         return main + (self.children.pids if self.children is not None else [])
 
     def start_profiler(self) -> int | None:
-        """With ``attach``: start py-spy on the running server now; its PID (None if not attaching)."""
+        """With ``attach`` (at the load's start) or ``on_demand`` (from :class:`ThreadWatch`'s
+        thread): start py-spy on the running server now; its PID (None if not attaching). ``spy``
+        is set only once py-spy runs: other threads read it meanwhile."""
         with self._spy_lock:
             if self.attach_argv is None or self.spy is not None or self._closing:
                 return None
             argv = [*self.attach_argv, "--pid", str(self.process.pid)]
-            self.spy = ManagedProcess(argv, name="py-spy", log_path=self.spy_log, stop_ladder=PYSPY_STOP_LADDER)
-            self.spy.start()
+            spy = ManagedProcess(argv, name="py-spy", log_path=self.spy_log, stop_ladder=PYSPY_STOP_LADDER)
+            self.spy = spy.start()
             if self.children is not None:
                 self.children.main_started = time.monotonic()
                 if not self.on_demand:

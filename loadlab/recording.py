@@ -1,17 +1,18 @@
 """py-spy on the server's child processes, each by its own recorder at a lower rate (issue 18).
 
 ``py-spy record --subprocesses`` samples every process of the tree at the loop's rate, in the
-loop's mode, and looks for new children ten times a second. For a one-process server that is
-mostly waste: a process pool's idle workers and multiprocessing's resource tracker were sampled
-100 times a second, pausing each, and cost as much py-spy CPU as the server itself
+loop's mode, and looks for new children ten times a second. For a one-process server that is mostly
+waste: a process pool's idle workers and multiprocessing's resource tracker were sampled 100 times
+a second, pausing each, and cost as much py-spy CPU as the server itself
 (``benchmarks/pyspy_cost.py``). So for such a server the main recorder samples the server's own
 process only (exact, at ``--rate``), and :class:`ChildRecorders` attaches one ``py-spy record
 --pid`` per child, found by polling the tree twice a second: ``--nonblocking`` (nothing there needs
-an exact stack) at a tenth of the rate. multiprocessing's resource tracker runs no app code, and
-gets none. At the end, :meth:`ChildRecorders.merge_into` writes one
-``profile.raw.txt`` as ``--subprocesses`` would have: every line gets its ``process …`` prefix,
-and a child's counts are multiplied by the rate ratio, so a count still means "this many of the
-main recorder's samples" and shares across processes stay comparable.
+an exact stack) at a tenth of the rate; by default (on demand) only once the child runs, so an idle
+pool costs nothing. multiprocessing's resource tracker runs no app code, and gets none. At the end,
+:meth:`ChildRecorders.merge_into` writes one ``profile.raw.txt`` as ``--subprocesses`` would have:
+every line gets its ``process …`` prefix, and a child's counts are multiplied by the rate ratio, so
+a count still means "this many of the main recorder's samples" and shares across processes stay
+comparable.
 
 The loop itself is not py-spy's to sample when the app runs loadlab's instrumentation (the
 default): a pausing py-spy stops *every* thread of the server for each sample while it reads all
@@ -227,6 +228,7 @@ class ThreadWatch:
         self.began: float | None = None  # time.monotonic() when the watch began
         self.fired: float | None = None  # when ``start`` was called
         self.thread_id: int | None = None  # the thread seen running (None: fired because unreadable)
+        self.error: str | None = None  # why ``start`` failed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="loadlab-thread-watch", daemon=True)
 
@@ -251,7 +253,10 @@ class ThreadWatch:
             clocks.close()
         if not self._stop.is_set():
             self.fired = time.monotonic()
-            self._start()
+            try:
+                self._start()
+            except Exception as exc:  # noqa: BLE001 - kept for the run's record, not lost in this thread
+                self.error = str(exc)
             self._stop.wait()
 
     def stop(self) -> None:
@@ -320,7 +325,8 @@ class _Child:
 
 @dataclass
 class ChildRecorders:
-    """One ``py-spy record --pid`` per Python child of the server, started as the children appear."""
+    """One ``py-spy record --pid`` per Python child of the server, started as the children appear
+    (``on_demand``: the first time each runs after it was found)."""
 
     main_output: Path
     main_rate: int  # the rate every count is expressed in once merged: the loop's
@@ -402,6 +408,8 @@ class ChildRecorders:
                 if self.on_demand:
                     try:  # its main thread's time on a CPU (a pool's worker runs its tasks there)
                         clock = os.open(f"/proc/{proc.pid}/schedstat", os.O_RDONLY)
+                    except (FileNotFoundError, ProcessLookupError):
+                        continue  # it ended meanwhile
                     except OSError:
                         self._attach(proc.pid, command, chain)  # cannot tell when it runs: from now
                         continue
@@ -453,7 +461,8 @@ class ChildRecorders:
         """While an on-demand py-spy has not started, the app's loop stacks are the whole profile,
         and they live in the server: kept now and then (each answer costs the loop a few ms), so a
         server that dies keeps its profile up to then."""
-        if self.process_rate is not None and (now := one_process(loop_stacks(debug))) is not None:
+        # Within the once-a-second poll: a loop that cannot answer in 2 s is not waited for.
+        if self.process_rate is not None and (now := one_process(loop_stacks(debug, timeout=2.0))) is not None:
             self.loop_stacks_kept = now
 
     def take_loop_stacks(self, debug: str | None) -> None:
@@ -536,6 +545,8 @@ class ChildRecorders:
         if self.process_rate is not None:
             summary["nonblocking"] = True
         never_needed = self.on_demand and self.main_started is None
+        if self.on_demand and not output.exists():
+            never_needed = True  # or it died before writing: the app's loop stacks are still the loop's
         if never_needed and self.loop_stacks is None and self.loop_stacks_kept is not None:
             # The server died (or stopped answering) before its loop stacks were read at the end,
             # and no py-spy ran: the profile up to the last copy kept during the load.

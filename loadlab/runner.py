@@ -1,8 +1,9 @@
 """One profiling run, step by step. This module owns the order; the details live elsewhere.
 
-A run: pick ports → start the upstream stub (demo app) → start the server under py-spy → wait
-until ready → measure the canary idle → drive Locust headless while polling the app's inner state
-→ stop the server so py-spy writes its profile → judge the run's health → analyse, render.
+A run: pick ports → start the upstream stub (demo app) → start the server (py-spy attaches once a
+thread besides the loop runs, or starts it) → wait until ready → measure the canary idle → drive
+Locust headless while polling the app's inner state → stop the server so py-spy writes its profile
+→ judge the run's health → analyse, render.
 ``run.json`` is rewritten after every step, so a run stopped anywhere keeps what it gathered.
 :func:`run_once` reads as the table of contents; each phase is a function below it, and the
 measurements around the load live in :mod:`loadlab.measure`.
@@ -149,6 +150,7 @@ def run_once(cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str
     (if it has loadlab's) is polled, but nothing is profiled.
     """
     run = Run(run_dir, cfg, variant)
+    target: Target | None = None
     try:
         with ExitStack() as children, httpx.Client(timeout=5.0) as client:
             target = _start_target(run, cfg, children, client, progress)
@@ -162,6 +164,9 @@ def run_once(cfg: ProfileConfig, run_dir: Path, progress: Progress, variant: str
         render_run(run_dir, profile)  # reads the saved run.json; adds flame graphs, verdicts, theory
     except (KeyboardInterrupt, Exception) as exc:
         _record_failure(run, exc)
+        if target is not None and target.server is not None and cfg.profile:
+            with contextlib.suppress(Exception):
+                _record_on_demand(run, target.server)  # the server has stopped: its profile is merged
         _keep_what_was_gathered(run, cfg)
         if isinstance(exc, httpx.HTTPError | AgentError):
             raise RunFailed(run.data["reason"]) from None
@@ -321,8 +326,8 @@ def _poll_during_load(
                     if server.children is not None:
                         server.children.mark_loop_start(debug)
             if server.on_demand and "profiler" not in run.data["pids"]:
-                if server.spy is not None:  # attached since the last second
-                    run.data["pids"]["profiler"] = server.spy.pid
+                if (spy := server.spy) is not None:  # attached since the last second
+                    run.data["pids"]["profiler"] = spy.pid
                 elif server.children is not None and target.debug_prefix is not None:
                     if len(run.data["timeseries"]) % KEEP_STACKS_EVERY == 0:  # each answer costs the loop ~7 ms
                         server.children.keep_loop_stacks(f"{target.base}{target.debug_prefix}/debug")
@@ -392,11 +397,9 @@ def _stop_server(run: Run, cfg: ProfileConfig, target: Target, progress: Progres
         run.data["profiler_warnings"] = pyspy_warnings(server.spy_log if attached else run.dir / "server.log")
         run.data["profiler"] = server.children_summary or {"mode": "subprocesses", "rate": cfg.rate}
         run.data["profiler"]["cpu_percent"] = median_cpu(run.data["timeseries"], "profiler")
-        on_demand = server.on_demand_summary()
-        if on_demand is not None:
-            run.data["profiler"]["on_demand"] = on_demand
-            if server.spy is not None:
-                run.data["pids"]["profiler"] = server.spy.pid  # (also when it attached in the last second)
+        _record_on_demand(run, server)
+        if server.watch is not None and server.watch.error:
+            run.data["profile_error"] = f"py-spy could not attach when a thread began to run: {server.watch.error}"
         if server.children is not None:
             for pid, recorder_pid in server.children.recorder_pids().items():
                 run.data["pids"][f"profiler_of_child_{pid}"] = recorder_pid
@@ -438,7 +441,8 @@ def _record_failure(run: Run, exc: BaseException) -> None:
 def _start_server(
     run: Run, cfg: ProfileConfig, children: ExitStack, env: dict[str, str], progress: Progress
 ) -> tuple[ProfiledServer, str]:
-    """The upstream stub (demo app) and the server, under py-spy unless ``--no-profile``."""
+    """The upstream stub (demo app) and the server, profiled unless ``--no-profile`` (py-spy on
+    demand: :meth:`ProfiledServer.watch_threads`, once it answers)."""
     if cfg.is_demo_app:
         with run.phase("upstream", progress, "starting the upstream stub"):
             upstream, upstream_url = children.enter_context(upstream_stub(log_path=run.dir / "upstream.log"))
@@ -584,6 +588,18 @@ def _analyse(run: Run, raw_path: Path) -> Profile | None:
         loop_samples=run.data.get("loop_samples"),
     )
     return profile
+
+
+def _record_on_demand(run: Run, server: ProfiledServer) -> None:
+    """``run.json``'s record of an on-demand py-spy (and of how the profile was merged): at the
+    stop, or after a failure, once the server has stopped."""
+    if server.children_summary is not None and "profiler" not in run.data:
+        run.data["profiler"] = server.children_summary
+    on_demand = server.on_demand_summary()
+    if on_demand is not None and isinstance(run.data.get("profiler"), dict):
+        run.data["profiler"]["on_demand"] = on_demand
+    if on_demand is not None and server.spy is not None:
+        run.data["pids"]["profiler"] = server.spy.pid  # (also when it attached in the last second)
 
 
 def _keep_what_was_gathered(run: Run, cfg: ProfileConfig) -> None:

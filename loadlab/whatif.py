@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import functools
 import os
 import shlex
@@ -54,7 +55,9 @@ def run_whatif(cfg: ProfileConfig, offloads: Sequence[Offload], repeats: int, pr
     """Plan the rewrite (refusing before any server starts), run A B A B …, write the verdict."""
     from loadlab.runner import RunFailed, run_once
 
-    cfg = cfg.validated()
+    # Both arms recorded alike: on demand, an async original would run without py-spy and a fix that
+    # moves the work to threads would pay for one, tilting the verdict against the fix.
+    cfg = dataclasses.replace(cfg.validated(), pyspy_on_demand=False)
     if not cfg.instrument or cfg.target_host or cfg.agent:
         raise OffloadError("loadlab whatif starts the app itself, instrumented: drop --no-instrument/--target-host")
     rewrites = plan(offloads)

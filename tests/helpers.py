@@ -98,7 +98,8 @@ def kill_mid_load(role: str, args: list[str], out: Path) -> tuple[int, str, dict
     """Start ``loadlab profile ARGS --out OUT``, SIGKILL its ``role`` child (``server``,
     ``profiler``) two seconds into the load, and return the exit code, stderr and run.json."""
     proc = start([*args, "--out", str(out)])
-    data = wait_for(out, lambda d: d["phase"] == "load" and len(d["timeseries"]) >= 2)
+    # (py-spy attaches on demand: at a def route's first thread, known by the next second)
+    data = wait_for(out, lambda d: d["phase"] == "load" and len(d["timeseries"]) >= 2 and role in d["pids"])
     pid = data["pids"][role]
     os.kill(pid, signal.SIGKILL)
     # The run must end within its load's duration even if the harness only notices at the end.

@@ -68,6 +68,8 @@ def test_app_crash_under_load_fails_the_run_and_keeps_the_profile(tmp_path: Path
     assert_all_stopped(data["pids"])  # Locust, py-spy and the stub were stopped too
     assert (out / "profile.raw.txt").stat().st_size > 0  # py-spy wrote what it had
     assert data["analysis"]["loop"]["samples"] > 0  # and it was analysed
+    # An async route: no py-spy ever attached, and the loop's stacks are the copy kept during the load.
+    assert data["profiler"]["on_demand"]["started"] is False and data["profiler"]["loop_copy"], data["profiler"]
 
 
 def test_app_import_error_is_reported_with_its_own_message(tmp_path: Path) -> None:
