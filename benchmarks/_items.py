@@ -48,6 +48,8 @@ class Context:
     env: dict[str, str]
     progress: Callable[[str], None]
     retries: int = 8  # re-measurements of disturbed runs left, bounded to keep the bench under 15 min
+    # Item 2's arms whose label starts with one of these (None: all); "no profiling" is always run.
+    arms: tuple[str, ...] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -257,10 +259,11 @@ def profiling_overhead(ctx: Context) -> list[Row]:
     if ctx.wrk is None:
         return _skipped("2. profiling overhead", "≤ 3% loss", "1 − with/without", ctx)
     rows = []
-    for key, path, connections, labels in (
+    for key, path, connections, every in (
         ("2_profiling_overhead", "/trivial/async", OVERHEAD_CONNECTIONS, tuple(PROFILER_VARIANTS)),
         ("2_profiling_overhead_threadpool", THREADPOOL_PATH, THREADPOOL_CONNECTIONS, THREADPOOL_VARIANTS),
     ):
+        labels = tuple(x for x in every if x == "no profiling" or not ctx.arms or x.startswith(ctx.arms))
         ctx.progress(f"2. profiling overhead: {path} under wrk -c {connections}, profiling variants")
         results: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
         for rnd, label in interleaved(list(labels), ctx.repeats):

@@ -44,6 +44,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-install", action="store_true", help="do not try `apt-get install wrk` when it is missing")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, Locust CSVs, profiles)")
+    p.add_argument(
+        "--arms",
+        default="",
+        help="item 2: only the arms whose label starts with one of these, comma-separated (e.g. 'default,the app')",
+    )
     args = p.parse_args(argv)
     try:
         args.items = sorted({int(x) for x in args.items.split(",") if x.strip()})
@@ -90,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         duration=args.duration,
         env={"LOADLAB_DATA_DIR": str(work_dir / "data")},
         progress=_progress,
+        arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()) or None,
     )
     rows: list[Row] = []
     errors: dict[str, str] = {}
