@@ -116,7 +116,8 @@ class Agent:
         # Recorded as `loadlab profile` records (loadlab.recording): py-spy, and a recorder per
         # child, attach when the harness says the load begins (POST …/profile), so the start-up and
         # the wait for the harness are not in the profile; the app's loop stacks are cut there too.
-        plan, profiler, recorders = Plan.of(cfg), None, None
+        # (at the load's start, not on demand: the children's recorders too)
+        plan, profiler, recorders = dataclasses.replace(Plan.of(cfg), on_demand=False), None, None
         if cfg.profile:
             env[LOOP_SAMPLE_ENV] = str(LOOP_SAMPLE_HZ)
             env.update(plan.app_env())

@@ -66,8 +66,9 @@ class Session:
 
     @functools.cached_property
     def recording(self) -> Recording:
-        """Planned once per session (each test and the idle baseline read it)."""
-        return Recording.of(self.cfg)
+        """Planned once per session (each test and the idle baseline read it). py-spy and each
+        child's recorder attach at each test's start, not on demand: a test's profile is whole."""
+        return dataclasses.replace(Recording.of(self.cfg), on_demand=False)
 
 
 def live_blockers(delta: dict[str, Any], app: AppMap, limit: int = 5) -> tuple[float | None, list[dict[str, Any]]]:
