@@ -553,7 +553,7 @@ class ProfiledServer:
         self.process.start()
         if self.children is not None and (self.attach_argv is None or self.on_demand):
             self.children.main_started = time.monotonic() if self.profiled else None
-            self.children.watch(self.server_pid)  # py-spy attached at the load: they start with it
+            self.children.watch(self.server_pid)  # from the start (with attach, they start with py-spy)
         return self
 
     def __exit__(self, *exc: object) -> None:
