@@ -119,7 +119,10 @@ def write_flame_graphs(run_dir: Path, run: dict[str, Any], profile: Profile) -> 
     busy = ((run.get("analysis") or {}).get("loop") or {}).get("busy_share")
     extra = f"Event loop busy {busy:.0%} of its samples." if busy is not None else ""
     artefacts = run.setdefault("artefacts", {})
+    loop_alone = ((run.get("profiler") or {}).get("on_demand") or {}).get("started") is False
     for key, name, what, on_cpu, loop_only in FLAME_GRAPHS:
+        if loop_alone and not loop_only:  # py-spy never started: the app's loop stacks are all there is
+            what += ": only the loop ran, so py-spy never started"
         svg = render_flamegraph(
             profile, f"{title} — {what}", on_cpu_only=on_cpu, subtitle_extra=extra, loop_only=loop_only
         )

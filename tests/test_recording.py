@@ -716,6 +716,7 @@ def test_pyspy_attaches_only_when_a_thread_besides_the_loop_runs(tmp_path: Path)
     assert lines and all("MainThread" in line for line in lines)
     report = (tmp_path / "blocks" / "report.md").read_text()
     assert "py-spy never needed: no thread but the loop ran" in report
+    assert "only the loop ran, so py-spy never started" in (tmp_path / "blocks" / "flamegraph.svg").read_text()
     # A def route: py-spy attached when its first thread ran, and the threadpool view has it.
     pooled = runs["threaded"]
     on_demand = pooled["profiler"]["on_demand"]
