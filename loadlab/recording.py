@@ -544,18 +544,19 @@ class ChildRecorders:
         }
         if self.process_rate is not None:
             summary["nonblocking"] = True
-        never_needed = self.on_demand and self.main_started is None
-        if self.on_demand and not output.exists():
-            never_needed = True  # or it died before writing: the app's loop stacks are still the loop's
-        if never_needed and self.loop_stacks is None and self.loop_stacks_kept is not None:
+        wrote = output.exists()
+        # On demand, no file of py-spy's (it never started, or died before writing): the app's loop
+        # stacks (and the children's) are the profile.
+        loop_alone = self.on_demand and not wrote
+        if loop_alone and self.loop_stacks is None and self.loop_stacks_kept is not None:
             # The server died (or stopped answering) before its loop stacks were read at the end,
             # and no py-spy ran: the profile up to the last copy kept during the load.
             self.loop_stacks = stacks_between(self.loop_stacks_before, self.loop_stacks_kept)
             summary["loop_copy"] = True
-        if self.server is None or not (output.exists() or never_needed):
+        if self.server is None or not (wrote or loop_alone):
             return summary
         prefix = process_frame(*self.server)
-        main = output.read_text().splitlines() if output.exists() else []
+        main = output.read_text().splitlines() if wrote else []
         if self.process_rate is not None:
             main, loop = self._loop_in_place(main, summary)
         else:
